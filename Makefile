@@ -24,11 +24,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check geojax tests scripts experiments export serving
+	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check geojax tests scripts experiments export serving
+	$(PY) -m ruff check .
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

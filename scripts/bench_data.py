@@ -43,7 +43,7 @@ def main() -> None:
     for size in args.sizes:
         images = [render_shape(np.random.default_rng(i), size).image for i in range(64)]
         render = rate(lambda i, s=size: render_shape(np.random.default_rng(i), s), args.seconds)
-        aug = rate(lambda i: augment(pipeline, images[i % 64], i), args.seconds)
+        aug = rate(lambda i, images=images: augment(pipeline, images[i % 64], i), args.seconds)
         both = 1 / (1 / render + 1 / aug)
         cfg = default_data_config()
         cfg.img_size, cfg.workers, cfg.prefetch = size, args.workers, 2 * args.workers
