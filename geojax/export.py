@@ -230,7 +230,8 @@ def export_workdir(
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))
     probabilities /= probabilities.sum(-1, keepdims=True)
 
-    registry = Registry(base_path, config_file=config_file, model_name=model_name)
+    registry = Registry(base_path, config_file=config_file, model_name=model_name,
+                        server=server)
     incoming = registry.incoming_dir()
     try:
         export_saved_model(apply_fn, variables, config.data.img_size, CLASSES, incoming,
@@ -243,13 +244,14 @@ def export_workdir(
                               f"(tolerance {PARITY_TOLERANCE:.0e}); not registered")
         metrics_file = Path(workdir) / "eval" / "metrics.json"
         metadata = {
-            "source_workdir": str(Path(workdir).resolve()),
+            "workdir": str(Path(workdir).resolve()),
             "checkpoint": {"which": checkpoint, "step": int(step)},
             "config": config.to_dict(),
             "git_commit": git_commit(),
             "metrics": json.loads(metrics_file.read_text()) if metrics_file.exists() else {},
-            "parity": {"max_abs_probability_delta": delta, "batch": len(exported),
-                       "tolerance": PARITY_TOLERANCE, "passed": True},
+            "parity": delta,  # max |probability| difference, SavedModel vs JAX
+            "parity_check": {"batch": len(exported), "tolerance": PARITY_TOLERANCE,
+                             "passed": True},
             "input_size": int(config.data.img_size),
             "classes": list(CLASSES),
             "signatures": ["serving_default", PIXELS_SIGNATURE],
@@ -261,7 +263,7 @@ def export_workdir(
     except BaseException:
         shutil.rmtree(incoming, ignore_errors=True)
         raise
-    return registry.register(incoming, metadata, server=server)
+    return registry.register(incoming, metadata)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
