@@ -10,6 +10,8 @@ distributions. Common reading: < 0.1 no shift, 0.1-0.25 moderate, > 0.25 signifi
 
 from __future__ import annotations
 
+import collections
+import threading
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -76,7 +78,73 @@ def population_stability_index(
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def drift_scores(reference: Mapping[str, object], live: Mapping[str, object]) -> dict[str, float]:
-    """PSI per profiled distribution between a stored reference and a live profile."""
-    keys = ("class_distribution", "confidence", "brightness", "contrast", "log2_pixels")
-    return {k: population_stability_index(reference[k], live[k]) for k in keys}  # type: ignore[arg-type]
+class DriftMonitor:
+    """Sliding windows of live inputs and predictions, scored against a reference profile.
+
+    The model version's reference (from its validation split) covers predicted classes,
+    confidence, brightness and contrast. Image sizes describe the clients, not the model, so
+    their reference is the first full window of live traffic.
+    """
+
+    def __init__(self, window: int = 500, threshold: float = PSI_DRIFT_THRESHOLD):
+        if window < 10:
+            raise ValueError(f"drift window must be at least 10, got {window}")
+        self.window = window
+        self.threshold = threshold
+        self.inputs: collections.deque[dict[str, float]] = collections.deque(maxlen=window)
+        self.predictions: collections.deque[tuple[int, float]] = collections.deque(maxlen=window)
+        self.size_baseline: list[float] | None = None
+        self._lock = threading.Lock()
+
+    def observe_input(self, statistics: Mapping[str, float]) -> None:
+        with self._lock:
+            self.inputs.append(dict(statistics))
+            if self.size_baseline is None and len(self.inputs) == self.window:
+                self.size_baseline = histogram((s["log2_pixels"] for s in self.inputs),
+                                               "log2_pixels")
+
+    def observe_predictions(self, probabilities: np.ndarray) -> None:
+        probabilities = np.asarray(probabilities).reshape(-1, np.shape(probabilities)[-1])
+        with self._lock:
+            self.predictions.extend(zip(probabilities.argmax(-1).tolist(),
+                                        probabilities.max(-1).tolist(), strict=True))
+
+    def reset(self) -> None:
+        """Forget the windows (a new model version starts a new comparison)."""
+        with self._lock:
+            self.inputs.clear()
+            self.predictions.clear()
+            self.size_baseline = None
+
+    def report(self, reference: Mapping[str, object] | None, num_classes: int) -> dict:
+        """PSI per feature (None where there is no reference or no data yet) and the verdict."""
+        with self._lock:
+            inputs = list(self.inputs)
+            predictions = list(self.predictions)
+            baseline = self.size_baseline
+        live: dict[str, list[float]] = {}
+        if predictions:
+            classes, confidences = zip(*predictions, strict=True)
+            live["class_distribution"] = class_distribution(classes, num_classes)
+            live["confidence"] = histogram(confidences, "confidence")
+        if inputs:
+            for feature in ("brightness", "contrast", "log2_pixels"):
+                live[feature] = histogram((s[feature] for s in inputs), feature)
+        expected: dict[str, object] = dict(reference or {})
+        expected["log2_pixels"] = baseline
+        scores: dict[str, float | None] = {}
+        for feature in ("class_distribution", "confidence", "brightness", "contrast",
+                        "log2_pixels"):
+            ref = expected.get(feature)
+            scores[feature] = (population_stability_index(ref, live[feature])  # type: ignore[arg-type]
+                               if ref is not None and feature in live else None)
+        flagged = sorted(f for f, s in scores.items() if s is not None and s > self.threshold)
+        return {
+            "psi": scores,
+            "threshold": self.threshold,
+            "drift": bool(flagged),
+            "drifted_features": flagged,
+            "window": {"size": self.window, "inputs": len(inputs),
+                       "predictions": len(predictions)},
+            "reference": reference is not None,
+        }
