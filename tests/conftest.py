@@ -1,7 +1,63 @@
-"""Test-wide settings: offline, quiet, and nothing from the user's own W&B account."""
+"""Test-wide settings (offline, quiet, no W&B account) and the shared tiny exported model."""
 
+import fcntl
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from geojax import CLASSES
+
+TINY_SIZE = 32
+
+
+def tiny_model():
+    """A tiny random-init light model at 32 px and its variables (deterministic)."""
+    import jax
+
+    from geojax import models
+
+    config = models.default_model_config("light")
+    config.input_size = TINY_SIZE
+    config.stage_widths = (8, 16)
+    config.head_widths = (16,)
+    model = models.create_model(config)
+    return model, models.init_variables(model, config, jax.random.key(0))
+
+
+def tiny_samples(n, size=TINY_SIZE):
+    """`n` rendered images (seeds 0..n-1) at `size` px."""
+    from geojax.data import render_shape
+
+    return [render_shape(np.random.default_rng(i), size).image for i in range(n)]
+
+
+@pytest.fixture(scope="session")
+def tiny_saved_model(tmp_path_factory) -> Path:
+    """`tiny_model` exported as a SavedModel (warm-up: 2 `tiny_samples`) once per test run:
+    the first pytest-xdist worker exports, the others wait on the lock; the export is most of
+    the serving tests' time. Read-only: copy it to build model base paths."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    target = shared / "tiny_saved_model"
+    with open(shared / "tiny_saved_model.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.is_dir():
+            from geojax.data.images import encode_png
+            from geojax.export import export_saved_model
+
+            model, variables = tiny_model()
+            incoming = shared / ".tiny_saved_model-incoming"
+            shutil.rmtree(incoming, ignore_errors=True)
+            export_saved_model(lambda v, x: model.apply(v, x, train=False), variables,
+                               TINY_SIZE, CLASSES, incoming,
+                               warmup_images=[encode_png(s) for s in tiny_samples(2)])
+            incoming.rename(target)
+    return target

@@ -5,32 +5,22 @@ import json
 import jax
 import numpy as np
 import pytest
+from conftest import TINY_SIZE, tiny_model
 
-from geojax import CLASSES, models
+from geojax import CLASSES
 from geojax.data import render_shape
 from geojax.data.images import encode_png, resize_to
-from geojax.export import WARMUP_FILE, export_saved_model, saved_model_probabilities
+from geojax.export import WARMUP_FILE, saved_model_probabilities
 
-SIZE = 32
+SIZE = TINY_SIZE
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    config = models.default_model_config("light")
-    config.input_size = SIZE
-    config.stage_widths = (8, 16)
-    config.head_widths = (16,)
-    model = models.create_model(config)
-    variables = models.init_variables(model, config, jax.random.key(0))
-
-    def apply_fn(v, images):
-        return model.apply(v, images, train=False)
-
-    directory = tmp_path_factory.mktemp("export") / "1"
+def exported(tiny_saved_model):
+    model, variables = tiny_model()
     samples = [render_shape(np.random.default_rng(i), SIZE) for i in range(6)]
-    export_saved_model(apply_fn, variables, SIZE, CLASSES, directory,
-                       warmup_images=[encode_png(s.image) for s in samples[:2]])
-    return directory, jax.jit(apply_fn), variables, samples
+    return tiny_saved_model, jax.jit(lambda v, x: model.apply(v, x, train=False)), variables, \
+        samples
 
 
 def softmax(logits):

@@ -1,8 +1,7 @@
 """The local TF Serving stand-in, run as a real subprocess: gRPC and REST answer as TF Serving does.
 
-Under `pytest -n 2` the module's tests may be spread over both workers: the SavedModels are then
-exported once for the run and each worker starts its own server (`--dist loadfile` keeps the
-module on one worker and starts one server).
+The tiny model is exported once per test run (conftest's `tiny_saved_model`); under
+`pytest -n 2 --dist loadfile` the module stays on one worker and starts one server.
 """
 
 import base64
@@ -17,11 +16,11 @@ import time
 import httpx
 import numpy as np
 import pytest
+from conftest import TINY_SIZE, tiny_samples
 
-from geojax.data import render_shape
 from geojax.data.images import encode_png
 
-SIZE = 32
+SIZE = TINY_SIZE
 MODEL = "geojax"
 READY_TIMEOUT = 180.0
 
@@ -64,51 +63,14 @@ def wait_for(condition, what, timeout=60.0):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def export_versions(base, samples):
-    """A tiny model exported as versions 1 and 2 (the same weights) of one base path."""
-    # Imported here: a worker that only waits for another worker's export never needs JAX.
-    import jax
-
-    from geojax import CLASSES, models
-    from geojax.export import export_saved_model
-
-    config = models.default_model_config("light")
-    config.input_size = SIZE
-    config.stage_widths = (8, 16)
-    config.head_widths = (16,)
-    model = models.create_model(config)
-    variables = models.init_variables(model, config, jax.random.key(0))
-
-    def apply_fn(v, images):
-        return model.apply(v, images, train=False)
-
-    export_saved_model(apply_fn, variables, SIZE, CLASSES, base / "1",
-                       warmup_images=[encode_png(s) for s in samples[:1]])
-    shutil.copytree(base / "1", base / "2")
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """Exported once per test run: the first xdist worker exports, the others wait for it."""
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent
-    root = shared / "model_server_export"
-    samples = [render_shape(np.random.default_rng(i), SIZE).image for i in range(3)]
-    try:
-        root.mkdir()
-    except FileExistsError:
-        wait_for(lambda: (root / "done").exists() or (root / "failed").exists(),
-                 "the other worker's export", READY_TIMEOUT)
-        assert (root / "done").exists(), "the export failed in the other worker"
-    else:
-        try:
-            export_versions(root / MODEL, samples)
-        except BaseException:
-            (root / "failed").touch()
-            raise
-        (root / "done").touch()
-    return root / MODEL, samples
+def exported(tiny_saved_model, tmp_path_factory):
+    """The shared tiny model as versions 1 and 2 (the same weights) of one base path, and the
+    samples its warm-up file was made from."""
+    base = tmp_path_factory.mktemp("model_server") / MODEL
+    shutil.copytree(tiny_saved_model, base / "1")
+    shutil.copytree(tiny_saved_model, base / "2")
+    return base, tiny_samples(3)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,154 @@
+"""geojax.predict: the Python API and CLI on an exported SavedModel, and their error messages."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import TINY_SIZE
+
+from geojax import CLASSES
+from geojax.data import compose_scene, load_image, render_shape
+from geojax.data.images import encode_png, resize_to
+from geojax.predict import (
+    ModelError,
+    MultiShapeDetector,
+    ShapePredictor,
+    find_saved_model,
+    main,
+)
+
+SIZE = TINY_SIZE
+
+
+@pytest.fixture(scope="module")
+def base_path(tiny_saved_model, tmp_path_factory):
+    """A model base path holding version 1: the shared tiny exported model."""
+    base = tmp_path_factory.mktemp("models")
+    shutil.copytree(tiny_saved_model, base / "1")
+    return base
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    shape = folder / "shape.png"
+    shape.write_bytes(encode_png(render_shape(np.random.default_rng(0), 48).image))
+    scene = folder / "scene.png"
+    scene.write_bytes(encode_png(compose_scene(np.random.default_rng(1), 320, 240).image))
+    broken = folder / "broken.png"
+    broken.write_bytes(b"not an image at all")
+    return {"shape": shape, "scene": scene, "broken": broken}
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_find_saved_model_takes_the_highest_version(tmp_path):
+    for version in ("1", "10", "9", "latest"):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "11").mkdir()  # unfinished: no saved_model.pb
+    assert find_saved_model(tmp_path) == tmp_path / "10"
+    assert find_saved_model(tmp_path / "9") == tmp_path / "9"
+    assert find_saved_model(tmp_path / "11") is None  # maybe a training workdir
+    with pytest.raises(ModelError, match="no such file"):
+        find_saved_model(tmp_path / "missing")
+
+
+def test_predictor_matches_the_saved_model_and_resize_to(base_path, images):
+    from geojax.export import saved_model_probabilities
+
+    predictor = ShapePredictor(base_path, batch_size=4)
+    assert predictor.input_size == SIZE and predictor.class_names == CLASSES
+    image = load_image(images["shape"])
+    pixels = resize_to(image, SIZE)[None].astype(np.float32) / 255
+    expected = saved_model_probabilities(base_path / "1", pixels)[0]
+    got = predictor.predict(images["shape"])
+    assert got["class"] == CLASSES[int(expected.argmax())]
+    assert got["confidence"] == pytest.approx(float(expected.max()), abs=1e-5)
+    probabilities = np.array([got["probabilities"][name] for name in CLASSES])
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    crops = np.random.default_rng(0).random((7, SIZE, SIZE, 3), dtype=np.float32)  # 4 + 3
+    np.testing.assert_allclose(predictor.classify(crops),
+                               saved_model_probabilities(base_path / "1", crops), atol=1e-5)
+    result = MultiShapeDetector(predictor).detect(images["scene"], confidence=0.0)
+    assert result.num_proposals > 0 and len(result.detections) > 0
+
+
+def test_cli_classifies_and_prints_json(base_path, images, capsys):
+    code, out, _ = run_cli(capsys, "--model", base_path, images["shape"])
+    assert code == 0
+    first = out.splitlines()[0]
+    assert first.startswith(f"{images['shape']}: ") and first.split()[1] in CLASSES
+    code, out, _ = run_cli(capsys, "--model", base_path / "1", images["shape"], images["scene"],
+                           "--json")
+    assert code == 0
+    results = json.loads(out)["results"]
+    assert [r["image"] for r in results] == [str(images["shape"]), str(images["scene"])]
+    for r in results:
+        assert r["class"] in CLASSES
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_cli_detects_and_annotates(base_path, images, capsys, tmp_path):
+    annotated = tmp_path / "out.png"
+    code, out, _ = run_cli(capsys, "--model", base_path, images["scene"], "--detect",
+                           "--confidence", "0", "--annotate", annotated, "--json")
+    assert code == 0
+    (result,) = json.loads(out)["results"]
+    assert result["method"] == "contours" and result["num_proposals"] > 0
+    for d in result["detections"]:
+        assert d["class_name"] in CLASSES and len(d["bbox"]) == 4
+    assert load_image(annotated).shape == load_image(images["scene"]).shape
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_model", "no such file or directory"),
+    ("not_a_model", "training workdir"),
+    ("broken_image", "broken.png: not a readable image"),
+    ("missing_image", "missing.png: cannot read file"),
+])
+def test_cli_errors_exit_2_naming_the_problem(case, message, images, capsys, tmp_path):
+    # Images are read before the model is loaded: a placeholder SavedModel serves those cases.
+    model, image = tmp_path / "base", images["shape"]
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "saved_model.pb").write_bytes(b"")
+    if case == "missing_model":
+        model = tmp_path / "nowhere"
+    elif case == "not_a_model":
+        model = tmp_path / "empty"
+        model.mkdir()
+    elif case == "broken_image":
+        image = images["broken"]
+    else:
+        image = tmp_path / "missing.png"
+    code, out, err = run_cli(capsys, "--model", model, image)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_cli_damaged_saved_model_exits_2(images, capsys, tmp_path):
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "saved_model.pb").write_bytes(b"garbage")
+    code, _, err = run_cli(capsys, "--model", tmp_path, images["shape"])
+    assert code == 2 and "cannot load the SavedModel" in err and str(tmp_path / "3") in err
+
+
+def test_cli_usage_errors(images, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "m", str(images["shape"]), "--annotate", "out.png"])
+    assert exit_info.value.code == 2
+    assert "add --detect" in capsys.readouterr().err
+
+
+def test_importing_predict_does_not_import_tensorflow():
+    code = ("import sys, geojax.predict, geojax.detect; "
+            "sys.exit('tensorflow' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
