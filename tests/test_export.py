@@ -5,12 +5,13 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import TINY_SIZE, tiny_model
 
 from geojax import CLASSES
 from geojax.data import render_shape
 from geojax.data.images import encode_png, resize_to
 from geojax.export import WARMUP_FILE, saved_model_probabilities
+
+from conftest import TINY_SIZE, tiny_model
 
 SIZE = TINY_SIZE
 

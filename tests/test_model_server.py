@@ -16,9 +16,10 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import TINY_SIZE, tiny_samples
 
 from geojax.data.images import encode_png
+
+from conftest import TINY_SIZE, tiny_samples
 
 SIZE = TINY_SIZE
 MODEL = "geojax"

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import TINY_SIZE
 
 from geojax import CLASSES
 from geojax.data import compose_scene, load_image, render_shape
@@ -19,6 +18,8 @@ from geojax.predict import (
     find_saved_model,
     main,
 )
+
+from conftest import TINY_SIZE
 
 SIZE = TINY_SIZE
 

@@ -1,0 +1,515 @@
+"""The detection proxy: a FastAPI service in front of TF Serving (or geojax.model_server).
+
+    python -m geojax.proxy --port 8000        # settings from GEOJAX_* environment variables
+
+Endpoints: POST /detect, /predict, /predict/batch; GET /health (alive), /ready (model server
+reachable and the model loaded), /classes, /model/info, /drift, /metrics (Prometheus), /docs.
+
+The proxy decodes and checks images itself (size limit, pixel-count guard against decompression
+bombs, corrupt or empty uploads -> 4xx naming the problem), proposes regions, and classifies all
+crops of one image in ONE batched call to the model server's `predict_pixels` signature (gRPC by
+default, REST selectable). Which model and label it serves is configuration; the version behind
+the label is looked up again every few seconds, so a promotion in the registry takes effect
+without a restart. A model server that is down or slow gives 503 after a bounded timeout.
+
+Settings (environment):
+    GEOJAX_MODEL_SERVER        gRPC host:port of the model server       (localhost:8500)
+    GEOJAX_MODEL_SERVER_REST   REST base URL of the model server        (http://localhost:8501)
+    GEOJAX_PROTOCOL            grpc | rest                              (grpc)
+    GEOJAX_MODEL_NAME          model name on the server                 (geojax)
+    GEOJAX_MODEL_LABEL         version label to serve                   (production)
+    GEOJAX_MODEL_BASE_PATH     the registry's model base path: version metrics and the drift
+                               reference are read from VERSION/metadata.json   (unset: none)
+    GEOJAX_TIMEOUT_S           model server timeout per call            (5)
+    GEOJAX_MAX_UPLOAD_BYTES    request body limit                       (10485760)
+    GEOJAX_MAX_PIXELS          decoded image pixel limit                (40000000)
+    GEOJAX_MAX_BATCH           images per /predict/batch                (32)
+    GEOJAX_MAX_REGIONS         crops classified per /detect             (64)
+    GEOJAX_API_KEYS            comma-separated keys; when set (or GEOJAX_API_KEYS_FILE, one
+                               key per line) requests need X-API-Key   (unset: no auth)
+    GEOJAX_CORS_ORIGINS        comma-separated origins allowed by CORS  (unset: CORS off)
+    GEOJAX_DRIFT_WINDOW        images in the drift window               (500)
+    GEOJAX_DRIFT_THRESHOLD     PSI above which a feature has drifted    (0.25)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, Field
+
+from geojax import CLASSES
+from geojax import detect as detection
+from geojax.data.images import ImageError, decode_image, encode_png, resize_to
+from geojax.drift import PSI_DRIFT_THRESHOLD, DriftMonitor, image_statistics
+from geojax.serving_client import ModelServerClient, ModelServerError
+
+OPEN_PATHS = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
+MODEL_VIEW_TTL_S = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxySettings:
+    """Everything the proxy is configured by (see the module docstring for the variables)."""
+
+    model_server: str = "localhost:8500"
+    model_server_rest: str = "http://localhost:8501"
+    protocol: str = "grpc"
+    model_name: str = "geojax"
+    model_label: str = "production"
+    model_base_path: str | None = None
+    timeout_s: float = 5.0
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_batch: int = 32
+    max_regions: int = 64
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    drift_window: int = 500
+    drift_threshold: float = PSI_DRIFT_THRESHOLD
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ProxySettings:
+        """Settings from GEOJAX_* variables; a malformed value fails naming the variable."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(f"GEOJAX_{field.name.upper()}")
+            if raw is None or field.name == "api_keys":
+                continue
+            try:
+                if field.type in ("int", "float"):
+                    values[field.name] = (int if field.type == "int" else float)(raw)
+                elif field.type == "tuple[str, ...]":
+                    values[field.name] = tuple(v.strip() for v in raw.split(",") if v.strip())
+                else:
+                    values[field.name] = raw
+            except ValueError as err:
+                raise ValueError(f"GEOJAX_{field.name.upper()}={raw!r}: {err}") from err
+        keys = [k.strip() for k in environ.get("GEOJAX_API_KEYS", "").split(",") if k.strip()]
+        key_file = environ.get("GEOJAX_API_KEYS_FILE")
+        if key_file:
+            try:
+                keys += [k.strip() for k in Path(key_file).read_text().splitlines() if k.strip()]
+            except OSError as err:
+                raise ValueError(f"GEOJAX_API_KEYS_FILE={key_file!r}: {err.strerror}") from err
+        values["api_keys"] = tuple(keys)
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelView:
+    """What the label points at right now, and what we know about that version."""
+
+    version: int
+    input_size: int
+    metadata: dict[str, Any]
+    fetched: float
+
+
+class Metrics:
+    """The proxy's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("geojax_requests", "Requests by endpoint and status",
+                                ["endpoint", "status"], registry=r)
+        self.latency = Histogram("geojax_request_latency_seconds", "End-to-end latency",
+                                 ["endpoint"], registry=r,
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.model_latency = Histogram("geojax_model_server_latency_seconds",
+                                       "Time in model server calls", ["endpoint"], registry=r,
+                                       buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 5))
+        self.crops = Histogram("geojax_crops_per_request", "Regions classified per /detect",
+                               registry=r, buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128))
+        self.predicted = Counter("geojax_predicted_class", "Predictions by class", ["class"],
+                                 registry=r)
+        self.confidence = Histogram("geojax_prediction_confidence", "Top-class probability",
+                                    registry=r, buckets=tuple(np.linspace(0.1, 1.0, 10)))
+        self.input_pixels = Histogram("geojax_input_pixels", "Decoded image size in pixels",
+                                      registry=r, buckets=tuple(4.0 ** np.arange(5, 13)))
+        self.drift_psi = Gauge("geojax_drift_psi", "Population stability index vs reference",
+                               ["feature"], registry=r)
+        self.drift = Gauge("geojax_drift_detected", "1 when any feature's PSI is over the "
+                           "threshold", registry=r)
+        self.version = Gauge("geojax_served_model_version", "Version behind the served label",
+                             ["model", "label"], registry=r)
+        self.server_up = Gauge("geojax_model_server_up", "1 when the last model server call "
+                               "succeeded", registry=r)
+
+
+class ImagePayload(BaseModel):
+    image: str = Field(description="base64-encoded image file (PNG, JPEG, ...)")
+
+
+class BatchPayload(BaseModel):
+    images: list[str] = Field(description="base64-encoded image files")
+
+
+def _b64(data: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise HTTPException(400, f"{what}: not valid base64 ({err})") from err
+
+
+class Proxy:
+    """State shared by the endpoints: settings, model server client, metrics, drift."""
+
+    def __init__(self, settings: ProxySettings, client: ModelServerClient | None = None):
+        self.settings = settings
+        self.client = client or ModelServerClient(
+            grpc_target=settings.model_server, rest_url=settings.model_server_rest,
+            model_name=settings.model_name, label=settings.model_label,
+            protocol=settings.protocol, timeout_s=settings.timeout_s)
+        self.metrics = Metrics()
+        self.drift = DriftMonitor(settings.drift_window, settings.drift_threshold)
+        self._view: ModelView | None = None
+        self._lock = threading.Lock()
+
+    def model_view(self, refresh: bool = False) -> ModelView:
+        """The served version and its input size (cached for a couple of seconds)."""
+        with self._lock:
+            view = self._view
+        if view and not refresh and time.monotonic() - view.fetched < MODEL_VIEW_TTL_S:
+            return view
+        version, input_size = self._call(self.client.served_signature)
+        if view is None or view.version != version:
+            self.drift.reset()
+        view = ModelView(version, input_size, self._version_metadata(version), time.monotonic())
+        self.metrics.version.labels(self.settings.model_name,
+                                    self.settings.model_label).set(version)
+        with self._lock:
+            self._view = view
+        return view
+
+    def _version_metadata(self, version: int) -> dict[str, Any]:
+        if not self.settings.model_base_path:
+            return {}
+        path = Path(self.settings.model_base_path) / str(version) / "metadata.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            result = fn(*args)
+        except ModelServerError as err:
+            self.metrics.server_up.set(0)
+            raise HTTPException(503, str(err)) from err
+        self.metrics.server_up.set(1)
+        return result
+
+    def classify(self, crops: np.ndarray, endpoint: str) -> np.ndarray:
+        """One model server call for a batch of prepared crops: probabilities [N, C]."""
+        if len(crops) == 0:
+            return np.zeros((0, len(CLASSES)), np.float32)
+        start = time.perf_counter()
+        prediction = self._call(self.client.predict_pixels, crops)
+        self.metrics.model_latency.labels(endpoint).observe(time.perf_counter() - start)
+        probabilities = prediction.probabilities
+        self.drift.observe_predictions(probabilities)
+        for p in probabilities:
+            self.metrics.predicted.labels(CLASSES[int(p.argmax())]).inc()
+            self.metrics.confidence.observe(float(p.max()))
+        return probabilities
+
+    def decode(self, data: bytes, source: str) -> np.ndarray:
+        try:
+            image = decode_image(data, source=source, max_pixels=self.settings.max_pixels)
+        except ImageError as err:
+            raise HTTPException(400 if "over the limit" not in str(err) else 413,
+                                str(err)) from err
+        stats = image_statistics(image)
+        self.drift.observe_input(stats)
+        self.metrics.input_pixels.observe(image.shape[0] * image.shape[1])
+        return image
+
+    def update_drift_gauges(self) -> dict:
+        view = self._view
+        report = self.drift.report(view.metadata.get("reference_profile") if view else None,
+                                   len(CLASSES))
+        for feature, score in report["psi"].items():
+            if score is not None:
+                self.metrics.drift_psi.labels(feature).set(score)
+        self.metrics.drift.set(int(report["drift"]))
+        return report
+
+    def model_json(self, view: ModelView) -> dict[str, Any]:
+        return {"name": self.settings.model_name, "version": view.version,
+                "label": self.settings.model_label}
+
+
+def _prediction_json(probabilities: np.ndarray) -> dict[str, Any]:
+    label = int(probabilities.argmax())
+    return {"class": CLASSES[label], "confidence": float(probabilities[label]),
+            "probabilities": {name: float(p) for name, p in zip(CLASSES, probabilities,
+                                                                 strict=True)}}
+
+
+async def _one_image(request: Request, file: UploadFile | None) -> tuple[bytes, str]:
+    """The image of a request: a multipart `file` field or JSON {"image": base64}."""
+    if file is not None:
+        return await file.read(), file.filename or "upload"
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            payload = ImagePayload.model_validate(await request.json())
+        except (ValueError, json.JSONDecodeError) as err:
+            raise HTTPException(422, f"expected JSON {{\"image\": base64}}: {err}") from err
+        return _b64(payload.image, "image"), "image"
+    raise HTTPException(400, "send the image as multipart field 'file' or JSON "
+                             "{\"image\": \"<base64>\"}")
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for bodies over the limit, by Content-Length or while streaming."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._reject(send)
+            return
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Callable) -> None:
+        body = json.dumps({"detail": f"request body over the limit of {self.max_bytes:,} "
+                                     "bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: ProxySettings | None = None,
+               client: ModelServerClient | None = None) -> FastAPI:
+    """The proxy application (a fresh Proxy state per app)."""
+    settings = settings or ProxySettings.from_env()
+    proxy = Proxy(settings, client)
+    app = FastAPI(title="geojax detection proxy", version="0.1.0",
+                  description="Detect and classify geometric shapes with a model served by "
+                              "TF Serving.")
+    app.state.proxy = proxy
+
+    def require_key(request: Request) -> None:
+        if not settings.api_keys or request.url.path in OPEN_PATHS:
+            return
+        key = request.headers.get("x-api-key") or request.headers.get(
+            "authorization", "").removeprefix("Bearer ").strip()
+        if key not in settings.api_keys:
+            raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key "
+                                     "header")
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        proxy.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        proxy.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+        return response
+
+    auth = [Depends(require_key)]
+
+    @app.get("/health", tags=["status"])
+    def health() -> dict[str, str]:
+        """The process is alive (no model server call)."""
+        return {"status": "alive"}
+
+    @app.get("/ready", tags=["status"], responses={503: {"description": "not ready"}})
+    def ready() -> JSONResponse:
+        """The model server answers and the served label's version is loaded."""
+        try:
+            view = proxy.model_view(refresh=True)
+            states = proxy._call(proxy.client.status)
+        except HTTPException as err:
+            return JSONResponse({"status": "not ready", "detail": err.detail}, 503)
+        loaded = any(s["state"] == "AVAILABLE" and int(s["version"]) == view.version
+                     for s in states)
+        if not loaded:
+            return JSONResponse({"status": "not ready", "detail": f"version {view.version} "
+                                 "is not AVAILABLE on the model server"}, 503)
+        return JSONResponse({"status": "ready", "model": proxy.model_json(view)})
+
+    @app.get("/classes", tags=["model"], dependencies=auth)
+    def classes() -> dict[str, list[str]]:
+        """The class names, in label order."""
+        return {"classes": list(CLASSES)}
+
+    @app.get("/model/info", tags=["model"], dependencies=auth)
+    def model_info() -> dict[str, Any]:
+        """Name, version, label, input size, classes and the registry's metrics."""
+        view = proxy.model_view()
+        metrics = view.metadata.get("metrics", {})
+        return {**proxy.model_json(view), "input_size": view.input_size,
+                "classes": list(CLASSES), "protocol": settings.protocol,
+                "metrics": {k: v for k, v in metrics.items()
+                            if isinstance(v, int | float | str)},
+                "created": view.metadata.get("created"),
+                "parity": view.metadata.get("parity")}
+
+    @app.post("/predict", tags=["predict"], dependencies=auth)
+    async def predict(request: Request,
+                      file: Annotated[UploadFile | None, File()] = None) -> dict[str, Any]:
+        """Classify one image: class, confidence and every class's probability."""
+        data, source = await _one_image(request, file)
+        start = time.perf_counter()
+        image = proxy.decode(data, source)
+        view = proxy.model_view()
+        probabilities = proxy.classify(resize_to(image, view.input_size)[None]
+                                       .astype(np.float32) / 255.0, "/predict")
+        proxy.update_drift_gauges()
+        return {**_prediction_json(probabilities[0]), "model": proxy.model_json(view),
+                "timing_ms": {"total": (time.perf_counter() - start) * 1000}}
+
+    @app.post("/predict/batch", tags=["predict"], dependencies=auth)
+    async def predict_batch(request: Request,
+                            files: Annotated[list[UploadFile] | None, File()] = None
+                            ) -> dict[str, Any]:
+        """Classify up to GEOJAX_MAX_BATCH images in one model call."""
+        if files:
+            items = [(await f.read(), f.filename or f"file {i}") for i, f in enumerate(files)]
+        elif request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                payload = BatchPayload.model_validate(await request.json())
+            except (ValueError, json.JSONDecodeError) as err:
+                raise HTTPException(422, f"expected JSON {{\"images\": [base64, ...]}}: "
+                                         f"{err}") from err
+            items = [(_b64(b, f"images[{i}]"), f"images[{i}]")
+                     for i, b in enumerate(payload.images)]
+        else:
+            raise HTTPException(400, "send images as multipart fields 'files' or JSON "
+                                     "{\"images\": [\"<base64>\", ...]}")
+        if not items:
+            raise HTTPException(400, "no images in the request")
+        if len(items) > settings.max_batch:
+            raise HTTPException(413, f"{len(items)} images is over the batch limit of "
+                                     f"{settings.max_batch}")
+        start = time.perf_counter()
+        images = [proxy.decode(data, source) for data, source in items]
+        view = proxy.model_view()
+        batch = np.stack([resize_to(im, view.input_size) for im in images])
+        probabilities = proxy.classify(batch.astype(np.float32) / 255.0, "/predict/batch")
+        proxy.update_drift_gauges()
+        return {"predictions": [_prediction_json(p) for p in probabilities],
+                "model": proxy.model_json(view),
+                "timing_ms": {"total": (time.perf_counter() - start) * 1000}}
+
+    @app.post("/detect", tags=["detect"], dependencies=auth,
+              responses={200: {"content": {"image/png": {}}}})
+    async def detect(
+        request: Request,
+        file: Annotated[UploadFile | None, File()] = None,
+        method: Annotated[str, Query(pattern="^(contours|sliding_window|selective_search)$")]
+        = "contours",
+        confidence: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
+        iou: Annotated[float, Query(gt=0.0, le=1.0)] = 0.3,
+        annotate: bool = False,
+    ) -> Any:
+        """Find every shape: region proposals, one batched classification, per-class NMS."""
+        data, source = await _one_image(request, file)
+        start = time.perf_counter()
+        image = proxy.decode(data, source)
+        decoded = time.perf_counter()
+        view = proxy.model_view()
+        result = detection.detect(
+            image, lambda crops: proxy.classify(crops, "/detect"), input_size=view.input_size,
+            method=method, confidence=confidence, iou=iou, max_regions=settings.max_regions)
+        proxy.metrics.crops.observe(result.num_proposals)
+        proxy.update_drift_gauges()
+        if annotate:
+            png = encode_png(detection.draw_detections(image, result.detections))
+            return Response(png, media_type="image/png")
+        timing = {"decode": (decoded - start) * 1000, **result.timings_ms,
+                  "total": (time.perf_counter() - start) * 1000}
+        return {
+            "detections": [{"class": d.class_name, "confidence": d.confidence,
+                            "bbox": [int(v) for v in d.bbox]} for d in result.detections],
+            "width": int(image.shape[1]), "height": int(image.shape[0]),
+            "model": proxy.model_json(view), "timing_ms": timing,
+        }
+
+    @app.get("/drift", tags=["monitoring"], dependencies=auth)
+    def drift() -> dict[str, Any]:
+        """PSI of the live window against the served version's reference, per feature."""
+        report = proxy.update_drift_gauges()
+        view = proxy._view
+        report["model"] = proxy.model_json(view) if view else None
+        return report
+
+    @app.get("/metrics", tags=["monitoring"])
+    def metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(generate_latest(proxy.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m geojax.proxy",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="0.0.0.0", help="bind address")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port")
+    args = parser.parse_args(argv)
+    import uvicorn
+
+    try:
+        app = create_app(ProxySettings.from_env())
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""The detection proxy as a real process in front of the local model server (gRPC).
+
+Versions come through the registry exactly as users make them (register, promote), so these
+tests also show a promotion reaching the proxy without a restart.
+"""
+
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from geojax import CLASSES
+from geojax.data import compose_scene
+from geojax.data.images import encode_png, resize_to
+from geojax.drift import image_statistics, profile
+from geojax.export import saved_model_probabilities
+from geojax.registry import Registry
+
+from conftest import TINY_SIZE, tiny_samples
+
+MAX_UPLOAD = 3_000_000
+MAX_PIXELS = 4_000_000
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, what, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def start(args, env=None, log=None):
+    return subprocess.Popen([sys.executable, "-m", *args], env={**os.environ, **(env or {})},
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def start_model_server(config_file, grpc_port, rest_port, log):
+    return start(["geojax.model_server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+                  f"--model_config_file={config_file}", "--host=127.0.0.1",
+                  "--model_config_file_poll_wait_seconds=1",
+                  "--allow_version_labels_for_unavailable_models=true"], log=log)
+
+
+def register(registry, saved_model, accuracy):
+    incoming = registry.incoming_dir()
+    shutil.rmtree(incoming)
+    shutil.copytree(saved_model, incoming)
+    samples = tiny_samples(20)
+    probs = saved_model_probabilities(saved_model, np.stack(samples).astype(np.float32) / 255)
+    return registry.register(incoming, {
+        "metrics": {"accuracy": accuracy, "macro_f1": accuracy},
+        "reference_profile": profile(probs, [image_statistics(s) for s in samples]),
+    })
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_saved_model, tmp_path_factory):
+    """Model server + proxy processes over a registry holding version 1 in production."""
+    root = tmp_path_factory.mktemp("stack")
+    base, config_file = root / "models" / "geojax", root / "models.config"
+    registry = Registry(base, config_file=config_file)
+    version = register(registry, tiny_saved_model, 0.5)
+    registry.promote(version, "staging")
+    registry.promote(version, "production")
+    grpc_port, rest_port, http_port = free_port(), free_port(), free_port()
+    log = open(root / "servers.log", "w")  # noqa: SIM115 - closed at teardown
+    server = start_model_server(config_file, grpc_port, rest_port, log)
+    proxy = start(["geojax.proxy", "--host=127.0.0.1", f"--port={http_port}"], log=log, env={
+        "GEOJAX_MODEL_SERVER": f"127.0.0.1:{grpc_port}",
+        "GEOJAX_MODEL_BASE_PATH": str(base),
+        "GEOJAX_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+        "GEOJAX_MAX_PIXELS": str(MAX_PIXELS),
+        "GEOJAX_MAX_BATCH": "4",
+        "GEOJAX_TIMEOUT_S": "3",
+        "GEOJAX_DRIFT_WINDOW": "10",
+    })
+    client = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30)
+    try:
+        wait_until(lambda: client.get("/ready").status_code == 200, "the proxy to be ready")
+        yield {"client": client, "registry": registry, "saved_model": tiny_saved_model,
+               "grpc": grpc_port, "root": root}
+    finally:
+        client.close()
+        for process in (proxy, server):
+            process.terminate()
+            process.wait(timeout=20)
+        log.close()
+
+
+def png_file(image, name="shape.png"):
+    return {"file": (name, encode_png(image), "image/png")}
+
+
+def test_status_endpoints(stack):
+    client = stack["client"]
+    assert client.get("/health").json() == {"status": "alive"}
+    ready = client.get("/ready").json()
+    assert ready == {"status": "ready", "model": {"name": "geojax", "version": 1,
+                                                  "label": "production"}}
+    assert client.get("/classes").json() == {"classes": list(CLASSES)}
+    info = client.get("/model/info").json()
+    assert info["input_size"] == TINY_SIZE and info["classes"] == list(CLASSES)
+    assert info["label"] == "production" and info["metrics"]["accuracy"] == 0.5
+    assert "/detect" in client.get("/openapi.json").json()["paths"]
+
+
+def test_predict_matches_the_saved_model(stack):
+    client = stack["client"]
+    image = tiny_samples(1, size=50)[0]
+    expected = saved_model_probabilities(
+        stack["saved_model"], resize_to(image, TINY_SIZE)[None].astype(np.float32) / 255)[0]
+    by_file = client.post("/predict", files=png_file(image)).json()
+    by_json = client.post("/predict", json={"image": base64.b64encode(encode_png(image))
+                                            .decode()}).json()
+    for answer in (by_file, by_json):
+        probs = np.array([answer["probabilities"][c] for c in CLASSES])
+        assert np.abs(probs - expected).max() < 1e-5
+        assert answer["class"] == CLASSES[int(expected.argmax())]
+        assert answer["confidence"] == pytest.approx(expected.max(), abs=1e-5)
+        assert answer["model"]["version"] == 1
+
+
+def test_batch_is_limited_and_answers_in_order(stack):
+    client = stack["client"]
+    images = tiny_samples(3)
+    files = [("files", (f"{i}.png", encode_png(im), "image/png")) for i, im in enumerate(images)]
+    batch = client.post("/predict/batch", files=files).json()["predictions"]
+    single = [client.post("/predict", files=png_file(im)).json() for im in images]
+    assert [b["class"] for b in batch] == [s["class"] for s in single]
+    too_many = {"images": [base64.b64encode(encode_png(images[0])).decode()] * 5}
+    response = client.post("/predict/batch", json=too_many)
+    assert response.status_code == 413 and "batch limit of 4" in response.json()["detail"]
+    assert client.post("/predict/batch", json={"images": []}).status_code == 400
+    bad = client.post("/predict/batch", json={"images": ["%%%"]})
+    assert bad.status_code == 400 and "images[0]: not valid base64" in bad.json()["detail"]
+
+
+def test_detect_contract_and_annotation(stack):
+    client = stack["client"]
+    scene = compose_scene(np.random.default_rng(3), 320, 240, num_shapes=(3, 4))
+    answer = client.post("/detect", files=png_file(scene.image),
+                         params={"confidence": 0.0, "iou": 0.3}).json()
+    assert (answer["width"], answer["height"]) == (320, 240)
+    assert answer["model"] == {"name": "geojax", "version": 1, "label": "production"}
+    assert {"decode", "proposal", "crop", "classify", "nms", "total"} <= set(answer["timing_ms"])
+    assert answer["detections"], "confidence 0 keeps every surviving proposal"
+    for d in answer["detections"]:
+        assert d["class"] in CLASSES and 0 <= d["confidence"] <= 1
+        x0, y0, x1, y1 = d["bbox"]
+        assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 240
+    png = client.post("/detect", files=png_file(scene.image), params={"annotate": "true"})
+    assert png.headers["content-type"] == "image/png"
+    assert cv2.imdecode(np.frombuffer(png.content, np.uint8), cv2.IMREAD_COLOR).shape == (
+        240, 320, 3)
+    wrong = client.post("/detect", files=png_file(scene.image), params={"method": "magic"})
+    assert wrong.status_code == 422
+
+
+@pytest.mark.parametrize(("payload", "status", "message"), [
+    (b"not an image", 400, "not a readable image"),
+    (b"", 400, "empty file"),
+    (encode_png(np.zeros((64, 64, 3), np.uint8))[:80], 400, "shape.png"),
+])
+def test_bad_uploads_get_4xx_naming_the_problem(stack, payload, status, message):
+    response = stack["client"].post("/predict", files={"file": ("shape.png", payload)})
+    assert response.status_code == status and message in response.json()["detail"]
+
+
+def test_size_guards(stack):
+    client = stack["client"]
+    bomb = encode_png(np.zeros((2100, 2000, 3), np.uint8))  # small file, 4.2 Mpx
+    response = client.post("/detect", files={"file": ("bomb.png", bomb)})
+    assert response.status_code == 413 and "over the limit of 4,000,000" in response.text
+    noise = np.random.default_rng(0).integers(0, 256, (1100, 1100, 3), np.uint8)
+    big = encode_png(noise)
+    assert len(big) > MAX_UPLOAD
+    response = client.post("/predict", files={"file": ("big.png", big)})
+    assert response.status_code == 413 and "request body over the limit" in response.text
+    assert client.post("/predict", json={"picture": "x"}).status_code == 422
+    assert client.post("/predict", content=b"raw", headers={"content-type": "text/plain"}
+                       ).status_code == 400
+
+
+def test_metrics_and_drift(stack):
+    client = stack["client"]
+    for image in tiny_samples(12):
+        client.post("/predict", files=png_file(image))
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    requests = families["geojax_requests"]
+    assert any(s.labels == {"endpoint": "/predict", "status": "200"} and s.value >= 12
+               for s in requests.samples)
+    version = families["geojax_served_model_version"].samples[0]
+    assert version.value == 1 and version.labels["label"] == "production"
+    for name in ("geojax_request_latency_seconds", "geojax_model_server_latency_seconds",
+                 "geojax_predicted_class", "geojax_prediction_confidence", "geojax_input_pixels",
+                 "geojax_crops_per_request", "geojax_model_server_up"):
+        assert name in families, name
+    drift = client.get("/drift").json()
+    assert drift["reference"] is True and drift["window"]["size"] == 10
+    assert drift["psi"]["class_distribution"] is not None
+    assert set(drift["psi"]) == {"class_distribution", "confidence", "brightness", "contrast",
+                                 "log2_pixels"}
+
+
+def test_promotion_switches_the_served_version_live(stack):
+    registry, client = stack["registry"], stack["client"]
+    registry.server = f"127.0.0.1:{stack['grpc']}"
+    version = register(registry, stack["saved_model"], 0.6)
+    registry.promote(version, "staging")
+    registry.promote(version, "production")
+    wait_until(lambda: client.get("/model/info").json()["version"] == version,
+               "the proxy to serve the promoted version", timeout=60)
+    answer = client.post("/predict", files=png_file(tiny_samples(1)[0])).json()
+    assert answer["model"]["version"] == version
+    assert client.get("/model/info").json()["metrics"]["accuracy"] == 0.6
+
+
+def test_model_server_down_gives_503_then_recovers(stack, tiny_saved_model):
+    grpc_port, rest_port, http_port = free_port(), free_port(), free_port()
+    proxy = start(["geojax.proxy", "--host=127.0.0.1", f"--port={http_port}"], env={
+        "GEOJAX_MODEL_SERVER": f"127.0.0.1:{grpc_port}", "GEOJAX_TIMEOUT_S": "1"},
+        log=subprocess.DEVNULL)
+    server = None
+    client = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30)
+    try:
+        wait_until(lambda: client.get("/health").status_code == 200, "the proxy to start")
+        started = time.monotonic()
+        response = client.post("/predict", files=png_file(tiny_samples(1)[0]))
+        assert response.status_code == 503 and "model server" in response.json()["detail"]
+        assert time.monotonic() - started < 10
+        assert client.get("/ready").status_code == 503
+        server = start_model_server(stack["root"] / "models.config", grpc_port, rest_port,
+                                    subprocess.DEVNULL)
+        wait_until(lambda: client.get("/ready").status_code == 200, "recovery")
+        assert client.post("/predict", files=png_file(tiny_samples(1)[0])).status_code == 200
+    finally:
+        client.close()
+        for process in (proxy, server):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=20)
+
+
+def test_api_keys_guard_everything_but_probes_and_metrics(stack):
+    from fastapi.testclient import TestClient
+
+    from geojax.proxy import ProxySettings, create_app
+
+    settings = ProxySettings(model_server=f"127.0.0.1:{stack['grpc']}", api_keys=("s3cret",))
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/metrics").status_code == 200
+        denied = client.get("/classes")
+        assert denied.status_code == 401 and "X-API-Key" in denied.json()["detail"]
+        assert client.get("/classes", headers={"X-API-Key": "s3cret"}).status_code == 200
+        image = io.BytesIO(encode_png(tiny_samples(1)[0]))
+        assert client.post("/predict", files={"file": ("a.png", image)},
+                           headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_settings_from_environment_name_bad_values():
+    from geojax.proxy import ProxySettings
+
+    settings = ProxySettings.from_env({"GEOJAX_MAX_BATCH": "7", "GEOJAX_API_KEYS": "a, b",
+                                       "GEOJAX_CORS_ORIGINS": "http://x"})
+    assert settings.max_batch == 7 and settings.api_keys == ("a", "b")
+    assert settings.cors_origins == ("http://x",)
+    with pytest.raises(ValueError, match="GEOJAX_TIMEOUT_S='soon'"):
+        ProxySettings.from_env({"GEOJAX_TIMEOUT_S": "soon"})
+    assert json.loads(json.dumps(settings.__dict__))  # plain values only
