@@ -20,6 +20,7 @@ import ml_collections
 
 from geojax import NUM_CLASSES
 from geojax.models.classifier import Classifier, ModuleDef, classifier_head
+from geojax.models.conv import Conv as GemmWeightGradConv
 from geojax.models.efficientnet import B0, B3, KerasEfficientNet
 from geojax.models.freezing import freeze_optimizer, param_labels
 from geojax.models.keras_weights import load_keras_weights
@@ -56,7 +57,9 @@ MODEL_NAMES = ("se_resnet", "light", *TRANSFER_MODELS)
 
 # The convolution layers `config.conv` can name for se_resnet and light: modules with
 # `flax.linen.Conv`'s call signature and parameter names.
-CONV_LAYERS: dict[str, ModuleDef] = {"flax": nn.Conv}
+# "gemm_wgrad" computes the weight gradient as matrix products on CPU (1.7x faster train steps
+# on XLA:CPU, see BENCHMARKS.md) and is plain lax elsewhere; same parameters as "flax".
+CONV_LAYERS: dict[str, ModuleDef] = {"flax": nn.Conv, "gemm_wgrad": GemmWeightGradConv}
 
 
 def default_model_config(name: str) -> ml_collections.ConfigDict:

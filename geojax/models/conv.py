@@ -1,29 +1,36 @@
-"""A 2-D convolution whose weight gradient is a matrix product, for speed on XLA:CPU.
+"""A 2-D convolution whose weight gradient is a matrix product, for training speed on XLA:CPU.
 
-One job: make `jax.grad` through NHWC convolutions fast on CPU. XLA:CPU lowers a convolution's
-weight gradient to a convolution with batch and features swapped (a 64x64 "kernel" producing a
-3x3 output), which its Eigen backend runs 4-10x slower than the forward pass: on a 2-core Xeon,
-3x3/64ch/64x64/batch 32, forward ~100 GFLOP/s, weight gradient ~25-30 GFLOP/s, and 1x1
-projections' weight gradients ~5-10 GFLOP/s. No XLA flag changes this. Here the forward pass and
-the input gradient stay `lax.conv_general_dilated` (XLA runs both near GEMM speed); only the
-weight gradient is replaced (`jax.custom_vjp`), by one GEMM per batch chunk:
+One job: make `jax.grad` through NHWC convolutions fast on CPU. jaxlib 0.10's XLA:CPU hands
+convolutions to YNNPACK, which runs the weight gradient (a convolution with batch and features
+swapped, whose "kernel" is the whole output image) 4-9x slower than the forward pass: on the
+2-core Xeon here, 3x3 64->64 on 64x64, batch 32: forward ~70-100 GFLOP/s, weight gradient ~20;
+1x1 projections' weight gradients 3-6. The input gradient runs at forward speed. The compiler
+option xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT (XLA_FLAGS or
+`jax.jit(..., compiler_options=...)`) sends convolutions back to XLA's Eigen code, whose 3x3
+weight gradient is 3-5x faster, but it also turns off YNNPACK's fused convolution + elementwise
+kernels, and a whole train step gets slower (BENCHMARKS.md). So the forward pass and the input gradient
+stay `lax.conv_general_dilated`, and only the weight gradient is replaced (`jax.custom_vjp`), by
+one GEMM per chunk of the batch:
 
-* "outer" (most layers): put the kh row taps on the input side and the kw column taps on the
-  output-gradient side, X = [rows, kh*Cin], G = [rows, kw*Cout]; X^T G holds every (row tap,
-  column tap) pair, i.e. the whole [kh, kw, Cin, Cout] gradient. Each operand is only kh (kw)
-  times its source, not kh*kw times as in im2col, and the product is a squarish GEMM. With a
-  column stride s the column taps split into s phases, one GEMM each.
-* "im2col" (few input channels, e.g. an RGB stem, and 1x1 kernels): patches [rows, kh*kw*Cin]
-  against the output gradient [rows, Cout].
+* "outer" (most layers): the kh row taps on the input side and the kw column taps on the
+  output-gradient side, X = [pixels, kh*Cin], G = [pixels, kw*Cout]; X^T G holds every
+  (row tap, column tap) pair, i.e. the whole [kh, kw, Cin, Cout] gradient. Each operand is
+  only kh (kw) times its source, not kh*kw times as in im2col, and the GEMM is squarish. A
+  column stride s splits the column taps into s phases, one GEMM each.
+* "im2col" (kh*Cin < 64, e.g. an RGB stem, and 1x1 kernels): patches [pixels, kh*kw*Cin]
+  against the output gradient [pixels, Cout].
 
-The batch is walked in chunks of a few thousand output pixels (`lax.scan`) so the expanded
-operands stay in cache. scripts/bench_conv.py measures it; BENCHMARKS.md has the table
-("Convolution weight gradient on XLA:CPU"): 2-6x faster weight gradients, 1.5-2x faster
-train steps of a small ResNet on CPU. On GPU/TPU keep `flax.linen.Conv`.
+Chunks of ~4096 output pixels (at least 2 images) keep the expanded operands in cache. Output
+images under 100 pixels (e.g. 8x8) keep lax's weight gradient, which is fast there.
+
+Measured by scripts/bench_conv.py (table in BENCHMARKS.md, "Convolution weight gradient on
+XLA:CPU"): weight gradients 3-4x faster for 3x3 layers, 6-8x for 1x1 projections, 1.3x for an
+RGB 7x7 stem; a small ResNet's Adam train step 1.7x faster at 64x64 and at 128x128. Other
+backends (GPU, TPU) get plain `lax.conv_general_dilated`.
 
 `Conv` is a drop-in for `flax.linen.Conv` (same fields, parameter names 'kernel' HWIO and 'bias',
-and initial values, so checkpoints are interchangeable); cases outside the fast path (not 2-D,
-dilations, feature groups, negative padding) run `lax.conv_general_dilated` unchanged.
+and initial values, so checkpoints are interchangeable); what the fast path does not cover
+(not 2-D, dilations, feature groups, negative padding) runs `lax.conv_general_dilated`.
 """
 
 from __future__ import annotations
@@ -66,8 +73,8 @@ def conv2d(
     """NHWC x HWIO -> NHWC convolution, `lax.conv_general_dilated`'s result and gradients.
 
     `padding`: 'SAME', 'VALID' (or another `lax` padding name), an int, or one int or
-    (low, high) pair per spatial dimension, each >= 0. The weight gradient is computed as GEMMs
-    (see the module docstring); the forward pass and input gradient are `lax`'s.
+    (low, high) pair per spatial dimension, each >= 0. On CPU the weight gradient is computed
+    as GEMMs (see the module docstring); the forward pass and input gradient are `lax`'s.
     """
     if x.ndim != 4 or kernel.ndim != 4:
         raise ValueError(f"conv2d takes NHWC x HWIO, got shapes {x.shape} and {kernel.shape}")
@@ -281,6 +288,8 @@ class Conv(nn.Module):
     Same fields, defaults, parameters ('kernel' [kh, kw, Cin, Cout], 'bias' [Cout]) and
     initial values as `flax.linen.Conv`. Takes [*batch, H, W, C]. 2-D convolutions without
     dilation or feature groups use `conv2d`; everything else `lax.conv_general_dilated`.
+    Padding: 'SAME', 'VALID', 'CIRCULAR', 'REFLECT', ints or (low, high) pairs ('CAUSAL', for
+    1-D convolutions in nn.Conv, is not supported).
     """
 
     features: int
@@ -353,7 +362,7 @@ class Conv(nn.Module):
         if fast:
             y = conv2d(inputs, kernel, strides, padding, self.precision)
         else:
-            spatial = "".join("HWDXYZ"[:rank])
+            spatial = "HWDXYZ"[:rank]
             y = lax.conv_general_dilated(
                 inputs,
                 kernel,
