@@ -1,0 +1,748 @@
+"""Train a shape classifier: data-parallel steps over a device mesh, checkpoints, metrics.
+
+The algorithm, top to bottom: create the model and the optimizer (warmup + cosine learning
+rate), initialise or restore the train state, then loop: one jitted data-parallel train step
+per batch, evaluate on the validation split, checkpoint, stop early when validation accuracy
+stops improving; finally evaluate the best checkpoint on the test split.
+
+The train step is written once as per-device code (`jax.shard_map` over the mesh axis 'data'
+under `jax.jit`): each device takes its slice of the global batch, gradients are averaged
+with `lax.pmean` and BatchNorm statistics are global-batch (the model's `bn_axis_name`), so N
+devices or N hosts compute what one device would on the whole batch.
+"""
+
+import functools
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers, metrics, periodic_actions
+from etils import epath
+from flax import linen as nn
+from jax import lax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from geojax import CLASSES, NUM_CLASSES, evaluate, models
+from geojax.data import pipeline
+
+DATA_AXIS = "data"
+CONFIG_FILENAME = "config.json"
+HISTORY_FILENAME = "history.jsonl"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint in the workdir is missing or cannot be read."""
+
+
+class ConfigError(ValueError):
+    """A config value the trainer cannot use; the message names the field."""
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Fails before any work, naming the field, on values the trainer cannot use."""
+    problems = []
+    if config.optimizer not in OPTIMIZERS:
+        problems.append(f"optimizer={config.optimizer!r} is not one of {OPTIMIZERS}")
+    if config.wandb.mode not in WANDB_MODES:
+        problems.append(f"wandb.mode={config.wandb.mode!r} is not one of {WANDB_MODES}")
+    for field in ("batch_size", "total_steps", "log_every_steps", "eval_every_steps",
+                  "checkpoint_every_steps"):
+        if config[field] < 1:
+            problems.append(f"{field}={config[field]} must be >= 1")
+    for field in ("warmup_steps", "weight_decay", "label_smoothing", "early_stopping_patience",
+                  "eval_batch_size"):
+        if config[field] < 0:
+            problems.append(f"{field}={config[field]} must be >= 0")
+    if config.checkpoint.max_to_keep < 1:
+        problems.append(f"checkpoint.max_to_keep={config.checkpoint.max_to_keep} must be >= 1")
+    if problems:
+        raise ConfigError("bad config: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed set-up and the device mesh
+# ---------------------------------------------------------------------------------------------
+
+
+def initialize_distributed(config: ml_collections.ConfigDict) -> None:
+    """Joins the other processes of a multi-host run, when the config or environment says so.
+
+    Must run before any JAX computation. `JAX_COORDINATOR_ADDRESS` in the environment is
+    enough; with `distributed.enabled` and fields left unset, JAX detects them from the cluster
+    (SLURM, Open MPI, Kubernetes, Cloud TPU).
+    """
+    dist = config.distributed
+    if not (dist.enabled or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+        return
+    if jax.distributed.is_initialized():
+        return
+    jax.distributed.initialize(
+        coordinator_address=dist.coordinator_address or None,
+        num_processes=dist.num_processes,
+        process_id=dist.process_id,
+    )
+
+
+def create_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh, axis 'data', over `devices` (default: every device of every process)."""
+    return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, learning-rate schedule, optimizer
+# ---------------------------------------------------------------------------------------------
+
+
+def model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config.model` for this trainer: input size `data.img_size`, BatchNorm synchronised
+    over the 'data' mesh axis."""
+    resolved = ml_collections.ConfigDict(config.model.to_dict())
+    resolved.input_size = config.data.img_size
+    resolved.bn_axis_name = DATA_AXIS
+    return resolved
+
+
+def create_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """The configured model (see `model_config`)."""
+    return models.create_model(model_config(config))
+
+
+def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warmup from 0 to `learning_rate`, then cosine decay to `end_lr_factor` of it."""
+    warmup_steps = min(config.warmup_steps, max(config.total_steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=warmup_steps,
+        decay_steps=max(config.total_steps, warmup_steps + 1),
+        end_value=config.learning_rate * config.end_lr_factor,
+    )
+
+
+def _decay_mask(params: Any) -> Any:
+    """Weight decay applies to kernels (the seed's L2 on conv/dense), not biases or BN."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(
+    config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule, model: nn.Module
+) -> optax.GradientTransformation:
+    """Adam (L2 weight decay, as the seed), AdamW (decoupled) or SGD with momentum.
+
+    Frozen backbone layers (the model's `freeze_backbone`) get zero updates.
+    """
+    name = config.optimizer
+    decay = config.weight_decay
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"config.optimizer={name!r}: expected one of {OPTIMIZERS}.")
+    if name == "adam":
+        tx = optax.chain(
+            optax.add_decayed_weights(decay, _decay_mask), optax.adam(learning_rate_fn)
+        )
+    elif name == "adamw":
+        tx = optax.adamw(learning_rate_fn, weight_decay=decay, mask=_decay_mask)
+    else:
+        tx = optax.chain(
+            optax.add_decayed_weights(decay, _decay_mask),
+            optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=True),
+        )
+    if config.grad_clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+    return models.freeze_optimizer(tx, model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Train state
+# ---------------------------------------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes; the data position is `step` (batches depend on it alone)."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: optax.OptState
+    rng: jax.Array
+
+
+def create_train_state(
+    rng: jax.Array,
+    config: ml_collections.ConfigDict,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+) -> TrainState:
+    """Initialises parameters (float32; pretrained backbone weights when the model config
+    names a file), BatchNorm statistics and the optimizer state."""
+    init_rng, train_rng = jax.random.split(rng)
+    variables = models.init_variables(model, model_config(config), init_rng)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=train_rng,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps (per-device code; see `make_parallel_steps`)
+# ---------------------------------------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class TrainMetrics(metrics.Collection):
+    loss: metrics.Average.from_output("loss")
+    accuracy: metrics.Average.from_output("accuracy")
+
+
+@flax.struct.dataclass
+class EvalMetrics(metrics.Collection):
+    loss: metrics.Average.from_output("loss")
+    accuracy: metrics.Accuracy
+
+
+def cross_entropy_loss(
+    logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
+) -> jax.Array:
+    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def train_step(
+    state: TrainState,
+    batch: Mapping[str, jax.Array],
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    label_smoothing: float,
+) -> tuple[TrainState, TrainMetrics]:
+    """One optimizer step on this device's slice of the global batch."""
+    # Dropout differs per device and per step, yet is fixed by (rng, step, device).
+    dropout_rng = jax.random.fold_in(
+        jax.random.fold_in(state.rng, state.step), lax.axis_index(DATA_AXIS)
+    )
+    images = batch["image"].astype(jnp.float32) / 255.0
+    labels = batch["label"]
+
+    def loss_fn(params):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            images,
+            train=True,
+            rngs={"dropout": dropout_rng},
+            mutable=["batch_stats"],
+        )
+        loss = cross_entropy_loss(logits, labels, label_smoothing)
+        return loss.mean(), (loss, logits, updates.get("batch_stats", {}))
+
+    # Differentiate this device's loss alone (params marked device-varying), then average:
+    # the mean of equal-sized shard means is the global-batch gradient.
+    local_params = lax.pcast(state.params, DATA_AXIS, to="varying")
+    grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(local_params)
+    grads = lax.pmean(grads, DATA_AXIS)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+    # Global-batch means (equal shards); clu averages them over the steps between logs.
+    step_metrics = TrainMetrics.single_from_model_output(
+        loss=lax.pmean(loss.mean(), DATA_AXIS),
+        accuracy=lax.pmean((jnp.argmax(logits, -1) == labels).mean(), DATA_AXIS),
+    )
+    return new_state, step_metrics
+
+
+def predict_step(state: TrainState, images: jax.Array, *, model: nn.Module) -> jax.Array:
+    """Float32 logits for this device's images."""
+    logits = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        images.astype(jnp.float32) / 255.0,
+        train=False,
+    )
+    return logits.astype(jnp.float32)
+
+
+def make_parallel_steps(
+    mesh: Mesh, model: nn.Module, tx: optax.GradientTransformation, label_smoothing: float
+) -> tuple[Callable, Callable]:
+    """Jitted data-parallel train and predict steps: state replicated, batch split on 'data'.
+
+    The train step donates the incoming state's buffers.
+    """
+    parallel_train = jax.shard_map(
+        functools.partial(train_step, model=model, tx=tx, label_smoothing=label_smoothing),
+        mesh=mesh,
+        in_specs=(P(), P(DATA_AXIS)),
+        out_specs=(P(), P()),
+    )
+    parallel_predict = jax.shard_map(
+        functools.partial(predict_step, model=model),
+        mesh=mesh,
+        in_specs=(P(), P(DATA_AXIS)),
+        out_specs=P(DATA_AXIS),
+    )
+    return jax.jit(parallel_train, donate_argnums=0), jax.jit(parallel_predict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feeding global arrays
+# ---------------------------------------------------------------------------------------------
+
+
+def global_batches(
+    local_batches: Iterator[dict[str, np.ndarray]], mesh: Mesh
+) -> Iterator[dict[str, jax.Array]]:
+    """Assembles each process's local batch into one global array split over 'data'."""
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    for batch in local_batches:
+        yield {
+            k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in batch.items()
+        }
+
+
+def predict(
+    predict_fn: Callable,
+    state: TrainState,
+    images: np.ndarray,
+    mesh: Mesh,
+    batch_size: int,
+) -> np.ndarray:
+    """Logits [N, classes] for a host array that every process holds in full."""
+    num_devices = mesh.devices.size
+    batch_size = -(-batch_size // num_devices) * num_devices
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        valid = len(chunk)
+        if valid < batch_size:
+            pad = np.zeros((batch_size - valid, *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        array = jax.make_array_from_callback(chunk.shape, sharding, lambda idx, c=chunk: c[idx])
+        logits = multihost_utils.process_allgather(predict_fn(state, array), tiled=True)
+        outputs.append(np.asarray(logits)[:valid])
+    return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
+
+
+def evaluate_split(
+    predict_fn: Callable,
+    state: TrainState,
+    split: Mapping[str, np.ndarray],
+    mesh: Mesh,
+    batch_size: int,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Loss and accuracy (clu metrics) on a whole split, and the logits."""
+    logits = predict(predict_fn, state, split["image"], mesh, batch_size)
+    labels = np.asarray(split["label"], np.int32)
+    collection = EvalMetrics.single_from_model_output(
+        logits=jnp.asarray(logits),
+        labels=jnp.asarray(labels),
+        loss=cross_entropy_loss(jnp.asarray(logits), jnp.asarray(labels)),
+    )
+    return {k: float(v) for k, v in collection.compute().items()}, logits
+
+
+def early_stopping(
+    progress: Mapping[str, Any],
+    step: int,
+    accuracy: float,
+    patience_steps: int,
+    min_delta: float = 0.0,
+) -> dict[str, Any]:
+    """The early-stopping state after validation accuracy `accuracy` at `step`.
+
+    Stops once `patience_steps` steps have passed since the best accuracy (better means more
+    than `min_delta` above it); `patience_steps` 0 never stops.
+    """
+    progress = dict(progress)
+    if accuracy > progress["best_accuracy"] + min_delta:
+        progress.update(best_accuracy=accuracy, best_step=step)
+    progress["stopped_early"] = (
+        patience_steps > 0 and step - progress["best_step"] >= patience_steps
+    )
+    return progress
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def create_checkpoint_manager(
+    workdir: str, config: ml_collections.ConfigDict, *, read_only: bool = False
+) -> ocp.CheckpointManager:
+    """Keeps the latest `max_to_keep` checkpoints and the best by validation accuracy."""
+    policies = ocp.checkpoint_managers
+    options = ocp.CheckpointManagerOptions(
+        best_fn=lambda m: m["val_accuracy"],
+        best_mode="max",
+        preservation_policy=policies.AnyPreservationPolicy(
+            [
+                policies.LatestN(n=config.checkpoint.max_to_keep),
+                policies.BestN(
+                    get_metric_fn=lambda m: m["val_accuracy"],
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                ),
+            ]
+        ),
+        enable_async_checkpointing=config.checkpoint.async_save,
+        read_only=read_only,
+        create=not read_only,
+        cleanup_tmp_directories=not read_only,
+    )
+    return ocp.CheckpointManager(
+        epath.Path(workdir).absolute() / "checkpoints",
+        item_names=("state", "progress"),
+        options=options,
+    )
+
+
+def save_checkpoint(
+    manager: ocp.CheckpointManager,
+    state: TrainState,
+    progress: dict[str, Any],
+    val_metrics: dict[str, float] | None,
+) -> None:
+    """Starts an (async) save of the state; `val_metrics` ranks it for 'best'."""
+    step = int(state.step)
+    if step in manager.all_steps():
+        return
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+            progress=ocp.args.JsonSave(progress),
+        ),
+        metrics={"val_" + k: v for k, v in val_metrics.items()} if val_metrics else None,
+    )
+
+
+def restore_checkpoint(
+    manager: ocp.CheckpointManager, state: TrainState, step: int
+) -> tuple[TrainState, dict[str, Any]]:
+    """Restores `step` into arrays shaped and sharded like `state`; clear error if unreadable."""
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, flax.serialization.to_state_dict(state))
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()
+            ),
+        )
+    except Exception as e:  # orbax raises many types; the user needs one message
+        raise CheckpointError(
+            f"Checkpoint {manager.directory}/{step} cannot be read ({type(e).__name__}: {e}). "
+            "It is corrupt or from a different model/config: delete that step directory to "
+            "resume from an earlier one, or use a fresh --workdir."
+        ) from e
+    return flax.serialization.from_state_dict(state, restored["state"]), dict(restored["progress"])
+
+
+def load_for_inference(
+    config: ml_collections.ConfigDict, workdir: str, checkpoint: str = "best"
+) -> tuple[TrainState, Callable, Mesh, int]:
+    """The state of WORKDIR's 'best', 'latest' or numbered checkpoint, and a predict function."""
+    manager = create_checkpoint_manager(workdir, config, read_only=True)
+    steps = manager.all_steps()
+    if not steps:
+        raise CheckpointError(
+            f"No checkpoint in {manager.directory}: train first "
+            f"(python -m geojax.main --config ... --workdir {workdir})."
+        )
+    if checkpoint == "best":
+        step = manager.best_step()
+    elif checkpoint == "latest":
+        step = manager.latest_step()
+    elif checkpoint.isdigit() and int(checkpoint) in steps:
+        step = int(checkpoint)
+    else:
+        raise CheckpointError(
+            f"checkpoint={checkpoint!r}: expected 'best', 'latest' or one of the saved steps "
+            f"{sorted(steps)} in {manager.directory}."
+        )
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model.pretrained = None  # the checkpoint holds every weight
+    mesh = create_mesh()
+    model = create_model(config)
+    tx = create_optimizer(config, create_learning_rate_fn(config), model)
+    abstract_state = jax.eval_shape(
+        functools.partial(create_train_state, jax.random.PRNGKey(config.seed), config, model, tx)
+    )
+    replicated = NamedSharding(mesh, P())
+    abstract_state = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_state
+    )
+    state, _ = restore_checkpoint(manager, abstract_state, step)
+    manager.close()
+    _, predict_fn = make_parallel_steps(mesh, model, tx, config.label_smoothing)
+    return state, predict_fn, mesh, step
+
+
+# ---------------------------------------------------------------------------------------------
+# Side effects: workdir files, writers, W&B
+# ---------------------------------------------------------------------------------------------
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Writes the resolved config the run uses to WORKDIR/config.json."""
+    path = epath.Path(workdir) / CONFIG_FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a workdir was trained with."""
+    path = epath.Path(workdir) / CONFIG_FILENAME
+    if not path.exists():
+        raise CheckpointError(f"{path} not found: is {workdir} a training workdir?")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def append_history(workdir: str, step: int, split: str, values: Mapping[str, float]) -> None:
+    """One JSON line per logged point; the training-curves plot reads it."""
+    with open(os.path.join(workdir, HISTORY_FILENAME), "a") as f:
+        f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+
+
+def read_history(workdir: str) -> list[dict[str, Any]]:
+    """Logged points, the last write winning where a resumed run logged a step twice."""
+    path = os.path.join(workdir, HISTORY_FILENAME)
+    if not os.path.exists(path):
+        return []
+    points: dict[tuple[int, str], dict[str, Any]] = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                point = json.loads(line)
+                points[(point["step"], point["split"])] = point
+    return [points[k] for k in sorted(points)]
+
+
+def create_writer(workdir: str) -> metric_writers.MetricWriter:
+    """TensorBoard + console on process 0, console only elsewhere."""
+    # clu's TensorBoard writer imports TensorFlow; keep TF off the accelerators JAX uses.
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and tf.config.get_visible_devices("GPU"):
+        tf.config.set_visible_devices([], "GPU")
+    return metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0, asynchronous=True
+    )
+
+
+def _wandb_mode(requested: str) -> str:
+    """'auto' means online when an API key is configured, offline otherwise."""
+    if requested != "auto":
+        return requested
+    import wandb
+
+    return "online" if wandb.login(prompt=False, verify=False) else "offline"
+
+
+def start_wandb(config: ml_collections.ConfigDict, workdir: str) -> Any | None:
+    """A W&B run on process 0 that a resumed training continues; None when disabled."""
+    mode = _wandb_mode(config.wandb.mode)
+    if mode == "disabled" or jax.process_index() > 0:
+        return None
+    import wandb
+
+    id_path = epath.Path(workdir) / "wandb_run_id"
+    if id_path.exists():
+        run_id = id_path.read_text().strip()
+    else:
+        run_id = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
+    id_path.write_text(run_id)
+    return wandb.init(
+        project=config.wandb.project,
+        entity=config.wandb.entity or None,
+        name=config.wandb.name or epath.Path(workdir).name,
+        dir=workdir,
+        id=run_id,
+        resume="allow",
+        mode=mode,
+        config=config.to_dict(),
+    )
+
+
+def log_wandb(run: Any | None, step: int, values: Mapping[str, Any]) -> None:
+    if run is not None:
+        run.log(dict(values), step=step)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains (resuming from WORKDIR's latest checkpoint), then evaluates the best on test."""
+    check_config(config)
+    initialize_distributed(config)
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+        # A `wandb agent` trial: the sweep's command names one workdir for all trials.
+        workdir = os.path.join(workdir, os.environ["WANDB_RUN_ID"])
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model = model_config(config)  # as the model sees it: input size, BatchNorm axis
+    if jax.process_index() == 0:
+        write_config(config, workdir)
+    writer = create_writer(workdir)
+    wandb_run = start_wandb(config, workdir)
+
+    mesh = create_mesh()
+    num_devices = mesh.devices.size
+    if config.batch_size % num_devices:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} must be divisible by the {num_devices} "
+            "devices of the mesh."
+        )
+
+    model = create_model(config)
+    learning_rate_fn = create_learning_rate_fn(config)
+    replicated = NamedSharding(mesh, P())
+    tx = create_optimizer(config, learning_rate_fn, model)
+    state = create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
+    state = jax.device_put(state, replicated)
+
+    manager = create_checkpoint_manager(workdir, config)
+    # Early-stopping state; checkpointed so a resumed run stops where an unbroken one would.
+    progress = {"best_accuracy": -1.0, "best_step": 0, "stopped_early": False}
+    if manager.latest_step() is not None:
+        state, restored = restore_checkpoint(manager, state, manager.latest_step())
+        progress.update(restored)
+        logging.info("Resumed from step %d in %s", int(state.step), manager.directory)
+    start_step = int(state.step)
+
+    p_train_step, p_predict = make_parallel_steps(mesh, model, tx, config.label_smoothing)
+    val_split = pipeline.eval_split(config.data, "val")
+    eval_batch_size = config.eval_batch_size or config.batch_size
+
+    stream = pipeline.train_batches(
+        config.data,
+        config.batch_size,
+        seed=config.seed,
+        start_step=start_step,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    batches = global_batches(stream, mesh)
+    report_progress = periodic_actions.ReportProgress(
+        num_train_steps=config.total_steps, writer=writer
+    )
+    hooks = [report_progress]
+    if config.profile and jax.process_index() == 0:
+        hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=workdir))
+    patience_steps = config.early_stopping_patience * config.eval_every_steps
+
+    train_metrics = None
+    step = start_step
+    logging.info("Training steps %d..%d on %d devices.", start_step, config.total_steps, num_devices)
+    with metric_writers.ensure_flushes(writer), stream:
+        while step < config.total_steps and not progress["stopped_early"]:
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, step_metrics = p_train_step(state, next(batches))
+            step += 1
+            train_metrics = (
+                step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+            )
+            for hook in hooks:
+                hook(step)
+
+            last = step == config.total_steps
+            if step % config.log_every_steps == 0 or last:
+                summary = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
+                summary["learning_rate"] = float(learning_rate_fn(step - 1))
+                writer.write_scalars(step, summary)
+                log_wandb(wandb_run, step, summary)
+                if jax.process_index() == 0:
+                    append_history(workdir, step, "train", summary)
+                train_metrics = None
+
+            val_metrics = None
+            if step % config.eval_every_steps == 0 or last:
+                with report_progress.timed("eval", wait_jax_async_dispatch=False):
+                    val_metrics, _ = evaluate_split(
+                        p_predict, state, val_split, mesh, eval_batch_size
+                    )
+                summary = {f"val_{k}": v for k, v in val_metrics.items()}
+                writer.write_scalars(step, summary)
+                log_wandb(wandb_run, step, summary)
+                if jax.process_index() == 0:
+                    append_history(workdir, step, "val", summary)
+                progress = early_stopping(
+                    progress, step, val_metrics["accuracy"], patience_steps,
+                    config.early_stopping_min_delta,
+                )
+
+            if step % config.checkpoint_every_steps == 0 or val_metrics is not None or last:
+                save_checkpoint(manager, state, progress, val_metrics)
+            if progress["stopped_early"]:
+                logging.info(
+                    "Early stop at step %d: validation accuracy has not improved on %.4f "
+                    "(step %d) for %d steps.",
+                    step, progress["best_accuracy"], progress["best_step"], patience_steps,
+                )
+    manager.wait_until_finished()
+
+    best_step = manager.best_step()
+    if best_step is not None and best_step != int(state.step):
+        state, _ = restore_checkpoint(manager, state, best_step)
+    best_path = str(manager.directory / str(best_step)) if best_step is not None else ""
+    test_split = pipeline.eval_split(config.data, "test")
+    test_metrics, test_logits = evaluate_split(p_predict, state, test_split, mesh, eval_batch_size)
+    writer.write_scalars(int(state.step), {f"test_{k}": v for k, v in test_metrics.items()})
+    if jax.process_index() == 0:
+        report = evaluate.write_report(
+            evaluate.softmax(test_logits),
+            np.asarray(test_split["label"]),
+            os.path.join(workdir, "eval"),
+            class_names=CLASSES,
+            history=read_history(workdir),
+            extra={"checkpoint": best_path, "step": int(state.step)},
+        )
+        logging.info("Test accuracy %.4f (checkpoint %s)", report["accuracy"], best_path)
+        if wandb_run is not None:
+            import wandb
+
+            wandb_run.log(
+                {
+                    "test_accuracy": report["accuracy"],
+                    "confusion_matrix": wandb.Image(
+                        os.path.join(workdir, "eval", "confusion_matrix.png")
+                    ),
+                },
+                step=int(state.step),
+            )
+            wandb_run.summary["best_checkpoint"] = best_path
+            wandb_run.summary["best_val_accuracy"] = progress["best_accuracy"]
+            wandb_run.finish()
+    writer.flush()
+    manager.close()
+    return state
+

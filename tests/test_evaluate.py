@@ -1,0 +1,144 @@
+"""Evaluation metrics on hand-computed cases, the report files, and the command line."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from geojax import CLASSES, evaluate
+
+
+def test_confusion_matrix_counts_true_by_predicted():
+    cm = evaluate.confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), 3)
+    np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+
+
+def test_precision_recall_f1_by_hand():
+    cm = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    scores = evaluate.precision_recall_f1(cm)
+    # class 0: tp 1, predicted 2, true 2; class 1: tp 1, predicted 2, true 1; class 2: 2, 2, 3
+    np.testing.assert_allclose(scores["precision"], [1 / 2, 1 / 2, 2 / 2])
+    np.testing.assert_allclose(scores["recall"], [1 / 2, 1 / 1, 2 / 3])
+    np.testing.assert_allclose(scores["f1"], [0.5, 2 * 0.5 / 1.5, 2 * (2 / 3) / (5 / 3)])
+    np.testing.assert_array_equal(scores["support"], [2, 1, 3])
+
+
+def test_precision_of_a_never_predicted_class_is_zero_not_nan():
+    scores = evaluate.precision_recall_f1(np.array([[2, 0], [1, 0]]))
+    np.testing.assert_array_equal(scores["precision"], [2 / 3, 0.0])
+    np.testing.assert_array_equal(scores["f1"][1], 0.0)
+
+
+def test_expected_calibration_error_by_hand():
+    # Confidences 0.9, 0.9 (bin 14: one right, one wrong -> |0.5 - 0.9| * 2/4) and
+    # 0.6, 0.6 (bin 8: both right -> |1 - 0.6| * 2/4).
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.6, 0.4]])
+    labels = np.array([0, 1, 1, 0])
+    assert evaluate.expected_calibration_error(probs, labels) == pytest.approx(0.2 + 0.2)
+
+
+def test_a_perfectly_calibrated_confident_model_has_zero_ece():
+    probs = np.eye(3)[[0, 1, 2, 1]]
+    assert evaluate.expected_calibration_error(probs, np.array([0, 1, 2, 1])) == 0.0
+
+
+def test_roc_curve_and_auc_by_hand():
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    positives = np.array([True, False, True, False])
+    fpr, tpr = evaluate.roc_curve(scores, positives)
+    np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1])
+    np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1, 1])
+    assert evaluate.area_under_curve(fpr, tpr) == pytest.approx(0.75)
+
+
+def test_roc_tied_scores_move_together():
+    fpr, tpr = evaluate.roc_curve(np.array([0.5, 0.5]), np.array([True, False]))
+    np.testing.assert_allclose(fpr, [0, 1])
+    np.testing.assert_allclose(tpr, [0, 1])
+    assert evaluate.area_under_curve(fpr, tpr) == pytest.approx(0.5)
+
+
+def test_classification_report_is_json_and_consistent():
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % len(CLASSES)
+    probs = evaluate.softmax(rng.normal(size=(40, len(CLASSES))) + 3 * np.eye(len(CLASSES))[labels])
+    report = evaluate.classification_report(probs, labels, CLASSES)
+    json.dumps(report)
+    assert report["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == labels))
+    assert sum(c["support"] for c in report["per_class"].values()) == 40
+    assert np.trace(report["confusion_matrix"]) == round(report["accuracy"] * 40)
+
+
+def test_softmax_rows_sum_to_one_for_large_logits():
+    probs = evaluate.softmax(np.array([[1000.0, 0.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+    np.testing.assert_allclose(probs[1], [0.5, 0.5])
+
+
+def test_write_report_writes_json_and_pngs(tmp_path):
+    labels = np.array([0, 1, 2, 0])
+    probs = np.eye(3)[[0, 1, 1, 0]] * 0.8 + 0.2 / 3
+    history = [{"step": 1, "split": "train", "train_loss": 1.0, "train_accuracy": 0.5},
+               {"step": 1, "split": "val", "val_loss": 1.2, "val_accuracy": 0.4}]
+    report = evaluate.write_report(probs, labels, str(tmp_path), class_names=("a", "b", "c"),
+                                   history=history, extra={"step": 1})
+    assert report["accuracy"] == 0.75
+    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 1
+    for png in ("confusion_matrix.png", "roc_curves.png", "training_curves.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+    from geojax import train
+    from tests.train_setup import TINY, load_config
+
+    workdir = tmp_path_factory.mktemp("trained")
+    train.train_and_evaluate(load_config("quick", {**TINY, "total_steps": 2}), str(workdir))
+    return workdir
+
+
+def _write_user_images(root, split=None):
+    """Images as users bring them: other sizes, grayscale 16-bit, RGBA, JPEG; some classes."""
+    import cv2
+
+    base = root / split if split else root
+    rng = np.random.default_rng(0)
+    for name, shape, suffix in [("circle", (40, 60), ".png"), ("square", (100, 100, 4), ".png"),
+                                ("star", (77, 50, 3), ".jpg")]:
+        (base / name).mkdir(parents=True)
+        for i in range(2):
+            if len(shape) == 2:
+                image = rng.integers(0, 65535, shape, dtype=np.uint16)
+            else:
+                image = rng.integers(0, 255, shape, dtype=np.uint8)
+            cv2.imwrite(str(base / name / f"{i}{suffix}"), image)
+    return 6
+
+
+@pytest.mark.parametrize("layout", ["CLASS", "SPLIT/CLASS"])
+def test_evaluate_command_reports_on_a_folder_of_any_images(trained_workdir, tmp_path, layout):
+    from tests.train_setup import run
+
+    data = tmp_path / "data"
+    count = _write_user_images(data, "test" if layout == "SPLIT/CLASS" else None)
+    output = tmp_path / "report" / "report.json"
+    output.parent.mkdir()
+    result = run([sys.executable, "-m", "geojax.evaluate", f"--workdir={trained_workdir}",
+                  f"--data_dir={data}", f"--output={output}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["num_examples"] == count
+    assert report["checkpoint_step"] in (1, 2)
+    assert (output.parent / "confusion_matrix.png").exists()
+    assert "accuracy" in result.stdout
+
+
+def test_evaluate_without_checkpoints_says_to_train_first(trained_workdir, tmp_path):
+    from geojax import train
+
+    (tmp_path / "config.json").write_text((trained_workdir / "config.json").read_text())
+    _write_user_images(tmp_path / "data")
+    with pytest.raises(train.CheckpointError, match="train first"):
+        evaluate.evaluate_folder(str(tmp_path), str(tmp_path / "data"), str(tmp_path / "r.json"))

@@ -1,0 +1,214 @@
+"""Training: a few steps end to end, N devices = 1 device, resume after SIGKILL, config errors."""
+
+import json
+import signal
+import subprocess
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from geojax import train
+from tests.train_setup import REPO, TINY, load_config, main_command, python_env, run
+
+
+def _params(workdir, checkpoint: str = "latest") -> dict:
+    config = train.read_config(str(workdir))
+    state, _, _, step = train.load_for_inference(config, str(workdir), checkpoint)
+    return {"step": step, "params": jax.device_get(state.params),
+            "batch_stats": jax.device_get(state.batch_stats)}
+
+
+def _assert_trees_equal(a, b, **tolerance) -> None:
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    assert tree_a == tree_b
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        if tolerance:
+            np.testing.assert_allclose(x, y, **tolerance)
+        else:
+            np.testing.assert_array_equal(x, y)
+
+
+def test_a_few_steps_on_one_device_write_checkpoints_metrics_and_report(tmp_path):
+    config = load_config("quick")
+    best = train.train_and_evaluate(config, str(tmp_path))
+
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["batch_size"] == TINY["batch_size"]
+    history = train.read_history(str(tmp_path))
+    assert [p["step"] for p in history if p["split"] == "train"] == [1, 2, 3]
+    assert all(np.isfinite(p["train_loss"]) for p in history if p["split"] == "train")
+    assert [p["step"] for p in history if p["split"] == "val"] == [2, 3]
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [1, 2, 3]
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["num_examples"] == TINY["data.eval_size"]
+    assert report["step"] == int(best.step)  # the test split is scored on the best checkpoint
+    assert np.array(report["confusion_matrix"]).sum() == TINY["data.eval_size"]
+    for png in ("confusion_matrix.png", "roc_curves.png", "training_curves.png"):
+        assert (tmp_path / "eval" / png).stat().st_size > 0
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+_SAME_AS_ONE_DEVICE = textwrap.dedent("""
+    import jax, numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from geojax import train
+    from geojax.data import train_batches
+    from tests.train_setup import load_config, override
+    assert jax.device_count() == 2
+    config = load_config("quick")
+    # Dropout masks depend on the device; SGD does not magnify rounding as Adam's first steps do.
+    override(config, {"model.head_dropout": (0.0,), "optimizer": "sgd", "learning_rate": 0.1,
+                      "warmup_steps": 0})
+    stream = train_batches(config.data, config.batch_size, seed=0)
+    batches = [next(stream) for _ in range(3)]
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = train.create_mesh(devices)
+        model = train.create_model(config)
+        tx = train.create_optimizer(config, train.create_learning_rate_fn(config), model)
+        state = train.create_train_state(jax.random.PRNGKey(0), config, model, tx)
+        state = jax.device_put(state, NamedSharding(mesh, P()))
+        step, _ = train.make_parallel_steps(mesh, model, tx, 0.0)
+        for batch in train.global_batches(iter(batches), mesh):
+            state, metrics = step(state, batch)
+        results.append(jax.device_get((state.params, state.batch_stats)))
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    print("SAME")
+""")
+
+
+def test_two_devices_give_the_parameters_of_one_on_the_same_global_batch():
+    result = run([*_python(), "-c", _SAME_AS_ONE_DEVICE], devices=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SAME" in result.stdout
+
+
+def _python() -> list[str]:
+    import sys
+
+    return [sys.executable]
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_path):
+    values = {**TINY, "total_steps": 24, "eval_every_steps": 12, "checkpoint_every_steps": 3}
+    reference = tmp_path / "reference"
+    result = run(main_command("quick", reference, values))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(main_command("quick", killed, values), cwd=REPO,
+                               env=python_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    checkpoints = killed / "checkpoints"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert interrupted_at < values["total_steps"], "the run ended before it could be killed"
+
+    result = run(main_command("quick", killed, values))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resumed from step" in result.stderr
+
+    resumed, uninterrupted = _params(killed), _params(reference)
+    assert resumed["step"] == uninterrupted["step"] == values["total_steps"]
+    _assert_trees_equal(resumed["params"], uninterrupted["params"])
+    _assert_trees_equal(resumed["batch_stats"], uninterrupted["batch_stats"])
+
+
+@pytest.mark.parametrize(
+    ("override_flag", "expected"),
+    [
+        ("--config.totl_steps=3", 'names a field the config does not have'),
+        ("--config.model.widht=0.5", "--config.model.widht"),
+        ("--config.total_steps=many", "invalid literal for int()"),
+        ("--config.optimizer=adamm", "optimizer='adamm' is not one of"),
+    ],
+)
+def test_bad_config_overrides_fail_with_a_clear_message(tmp_path, override_flag, expected):
+    result = run([*main_command("quick", tmp_path, {"wandb.mode": "disabled"}), override_flag])
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_checkpoint_fails_with_a_clear_message(tmp_path):
+    config = load_config("quick", {**TINY, "total_steps": 1})
+    train.train_and_evaluate(config, str(tmp_path))
+    for array_file in (tmp_path / "checkpoints" / "1" / "state").rglob("*"):
+        if array_file.is_file() and "manifest" in array_file.name:
+            array_file.write_bytes(b"garbage")
+    with pytest.raises(train.CheckpointError, match="cannot be read"):
+        train.train_and_evaluate(load_config("quick", {**TINY, "total_steps": 2}), str(tmp_path))
+
+
+def test_evaluating_a_workdir_without_checkpoints_says_to_train_first(tmp_path):
+    config = load_config("quick")
+    train.write_config(config, str(tmp_path))
+    with pytest.raises(train.CheckpointError, match="train first"):
+        train.load_for_inference(config, str(tmp_path))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path):
+    values = {**TINY, "optimizer": "sgd", "learning_rate": 0.1, "warmup_steps": 0,
+              "model.head_dropout": (0.0,), "checkpoint.async_save": False}
+    port = _free_port()
+    processes = [
+        subprocess.Popen(
+            main_command("quick", tmp_path / "together", {
+                **values,
+                "distributed.enabled": True,
+                "distributed.coordinator_address": f"localhost:{port}",
+                "distributed.num_processes": 2,
+                "distributed.process_id": i,
+            }),
+            cwd=REPO, env=python_env(devices=1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+    assert "on 2 devices" in outputs[0][1]
+
+    result = run(main_command("quick", tmp_path / "alone", values), devices=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    together, alone = _params(tmp_path / "together"), _params(tmp_path / "alone")
+    assert together["step"] == alone["step"] == values["total_steps"]
+    _assert_trees_equal(together["params"], alone["params"], rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_waits_patience_steps_after_the_best_accuracy():
+    progress = {"best_accuracy": -1.0, "best_step": 0, "stopped_early": False}
+    history = [(10, 0.5), (20, 0.7), (30, 0.69), (40, 0.705), (50, 0.7)]
+    states = []
+    for step, accuracy in history:
+        progress = train.early_stopping(progress, step, accuracy, patience_steps=30,
+                                        min_delta=0.01)
+        states.append((progress["best_step"], progress["stopped_early"]))
+    # 0.705 is not 0.01 better than 0.7: the best stays at step 20, and 50 - 20 >= 30.
+    assert states == [(10, False), (20, False), (20, False), (20, False), (20, True)]
+
+
+def test_early_stopping_with_zero_patience_never_stops():
+    progress = {"best_accuracy": 0.9, "best_step": 0, "stopped_early": False}
+    assert not train.early_stopping(progress, 1000, 0.1, patience_steps=0)["stopped_early"]
