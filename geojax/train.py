@@ -416,11 +416,14 @@ def create_checkpoint_manager(
         create=not read_only,
         cleanup_tmp_directories=not read_only,
     )
-    return ocp.CheckpointManager(
-        epath.Path(workdir).absolute() / "checkpoints",
-        item_names=("state", "progress"),
-        options=options,
-    )
+    directory = epath.Path(workdir).absolute() / "checkpoints"
+    try:
+        return ocp.CheckpointManager(directory, item_names=("state", "progress"), options=options)
+    except ValueError as e:  # json.JSONDecodeError: a checkpoint's metadata is unreadable
+        raise CheckpointError(
+            f"The checkpoints in {directory} are corrupt ({e}): delete the damaged step "
+            "folders (or the whole folder) and rerun."
+        ) from e
 
 
 def save_checkpoint(

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from geojax import train
+from geojax.models import TRANSFER_MODELS
 from tests.train_setup import REPO, load_config, main_command, run
 
 # Shrinks any experiment to two steps on tiny images without touching its model or optimizer.
@@ -31,8 +32,10 @@ def test_every_model_has_an_experiment():
     assert {"custom", "light", "quick", *models.TRANSFER_MODELS} <= set(EXPERIMENTS)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n != "custom"])
+@pytest.mark.parametrize("name", [
+    # Full-size transfer backbones spend 2-4 minutes each compiling on 2 cores: `make test-slow`.
+    pytest.param(n, marks=pytest.mark.slow) if n in TRANSFER_MODELS else n
+    for n in EXPERIMENTS if n != "custom"])
 def test_experiment_trains_two_steps(name, tmp_path):
     config = load_config(name, SMALL)
     train.train_and_evaluate(config, str(tmp_path))
@@ -41,7 +44,6 @@ def test_experiment_trains_two_steps(name, tmp_path):
     assert report["num_examples"] == SMALL["data.eval_size"]
 
 
-@pytest.mark.slow
 def test_custom_runs_from_the_command_line_with_overrides(tmp_path: Path):
     result = run(main_command("custom", tmp_path, SMALL))
     assert result.returncode == 0, result.stderr[-3000:]

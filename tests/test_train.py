@@ -94,7 +94,6 @@ def _python() -> list[str]:
     return [sys.executable]
 
 
-@pytest.mark.slow
 def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_path):
     values = {**TINY, "total_steps": 24, "eval_every_steps": 12, "checkpoint_every_steps": 3}
     reference = tmp_path / "reference"
@@ -167,7 +166,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path):
     values = {**TINY, "optimizer": "sgd", "learning_rate": 0.1, "warmup_steps": 0,
               "model.head_dropout": (0.0,), "checkpoint.async_save": False}

@@ -1,0 +1,60 @@
+"""From a trained workdir to registered versions: `python -m geojax.export`."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from tensorflow_serving.config import model_server_config_pb2
+
+from geojax import train
+from geojax.export import PARITY_TOLERANCE, export_workdir, main
+from tests.train_setup import load_config
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("trained")
+    train.train_and_evaluate(load_config("quick"), str(path))
+    return path
+
+
+def test_exports_count_up_with_metadata_and_config(workdir, tmp_path):
+    from google.protobuf import text_format
+
+    base, config_file = tmp_path / "geojax", tmp_path / "models.config"
+    assert export_workdir(str(workdir), str(base), str(config_file)) == 1
+    assert main(["--workdir", str(workdir), "--base_path", str(base),
+                 "--config_file", str(config_file)]) == 0
+    assert sorted(p.name for p in base.iterdir() if p.name.isdigit()) == ["1", "2"]
+    meta = json.loads((base / "2" / "metadata.json").read_text())
+    assert 0 <= meta["parity"] <= PARITY_TOLERANCE
+    assert meta["input_size"] == 16 and meta["workdir"] == str(workdir)
+    report = json.loads((workdir / "eval" / "metrics.json").read_text())
+    assert meta["metrics"]["accuracy"] == report["accuracy"]
+    assert meta["config"]["model"]["name"] == "light"
+    profile = meta["reference_profile"]
+    assert profile["count"] == 20 and np.isclose(sum(profile["class_distribution"]), 1)
+    assert "saved_model.pb" in " ".join(meta["sha256"])
+    config = text_format.Parse(config_file.read_text(),
+                               model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert dict(model.version_labels) == {"development": 2}
+    assert list(model.model_version_policy.specific.versions) == [2]
+
+
+def test_missing_or_corrupt_checkpoint_fails_clearly(workdir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--workdir", str(empty), "--base_path", str(tmp_path / "b")]) == 2
+    assert "error:" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(workdir, broken)
+    for f in (broken / "checkpoints").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0" * 16)
+    assert main(["--workdir", str(broken), "--base_path", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err
+    assert not (tmp_path / "b").exists() or not any(
+        p.name.isdigit() for p in (tmp_path / "b").iterdir())
