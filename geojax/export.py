@@ -206,7 +206,7 @@ def export_workdir(
     import jax
     import ml_collections
 
-    from geojax import CLASSES, drift, models, train
+    from geojax import CLASSES, drift, evaluate, models, train
     from geojax.data import eval_split
     from geojax.data.images import encode_png
     from geojax.registry import Registry
@@ -226,9 +226,7 @@ def export_workdir(
 
     val = eval_split(config.data, "val", seed=config.seed)
     pixels = val["image"].astype(np.float32) / 255.0
-    logits = np.asarray(jax.jit(apply_fn)(variables, pixels))
-    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-    probabilities /= probabilities.sum(-1, keepdims=True)
+    probabilities = evaluate.softmax(np.asarray(jax.jit(apply_fn)(variables, pixels)))
 
     registry = Registry(base_path, config_file=config_file, model_name=model_name,
                         server=server)

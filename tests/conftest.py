@@ -3,6 +3,7 @@
 import fcntl
 import os
 import shutil
+import socket
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -15,6 +16,13 @@ import pytest
 from geojax import CLASSES
 
 TINY_SIZE = 32
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now, for servers the tests start."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def tiny_model():

@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 
 from geojax.data.images import encode_png
 
-from conftest import TINY_SIZE, tiny_samples
+from conftest import TINY_SIZE, free_port, tiny_samples
 
 SIZE = TINY_SIZE
 MODEL = "geojax"
@@ -47,12 +46,6 @@ def write_config(path, text):
     scratch = path.with_suffix(".tmp")
     scratch.write_text(text)
     os.replace(scratch, path)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition, what, timeout=60.0):

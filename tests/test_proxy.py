@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,16 +26,10 @@ from geojax.drift import image_statistics, profile
 from geojax.export import saved_model_probabilities
 from geojax.registry import Registry
 
-from conftest import TINY_SIZE, tiny_samples
+from conftest import TINY_SIZE, free_port, tiny_samples
 
 MAX_UPLOAD = 3_000_000
 MAX_PIXELS = 4_000_000
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(condition, what, timeout=120.0):

@@ -13,6 +13,8 @@ import pytest
 from geojax import train
 from tests.train_setup import REPO, TINY, load_config, main_command, python_env, run
 
+from conftest import free_port
+
 
 def _params(workdir, checkpoint: str = "latest") -> dict:
     config = train.read_config(str(workdir))
@@ -158,18 +160,10 @@ def test_evaluating_a_workdir_without_checkpoints_says_to_train_first(tmp_path):
         train.load_for_inference(config, str(tmp_path))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path):
     values = {**TINY, "optimizer": "sgd", "learning_rate": 0.1, "warmup_steps": 0,
               "model.head_dropout": (0.0,), "checkpoint.async_save": False}
-    port = _free_port()
+    port = free_port()
     processes = [
         subprocess.Popen(
             main_command("quick", tmp_path / "together", {

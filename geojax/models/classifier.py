@@ -16,6 +16,8 @@ import jax.numpy as jnp
 from geojax import NUM_CLASSES
 
 ModuleDef = Callable[..., nn.Module]
+# He initialisation (fan-out), as Keras and the flax ResNet examples use for ReLU convnets.
+CONV_KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 Dtype = Any
 
 

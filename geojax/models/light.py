@@ -10,9 +10,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from geojax.models.classifier import Backbone, ModuleDef
-
-_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+from geojax.models.classifier import CONV_KERNEL_INIT, Backbone, ModuleDef
 
 
 class ConvStage(nn.Module):
@@ -57,7 +55,7 @@ class LightCNNBackbone(Backbone):
             self.conv,
             padding="SAME",
             use_bias=False,
-            kernel_init=_conv_init,
+            kernel_init=CONV_KERNEL_INIT,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )

@@ -13,10 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from geojax.models.classifier import Backbone, Dtype, ModuleDef
+from geojax.models.classifier import CONV_KERNEL_INIT, Backbone, Dtype, ModuleDef
 
 # He-normal over fan-out suits convolutions followed by ReLU.
-_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 # The seed was written for Keras, whose BatchNorm defaults these are.
 _BN_EPSILON = 1e-3
 
@@ -104,7 +103,7 @@ class SEResNetBackbone(Backbone):
             self.conv,
             padding="SAME",
             use_bias=False,
-            kernel_init=_conv_init,
+            kernel_init=CONV_KERNEL_INIT,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
