@@ -27,7 +27,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers, metrics, periodic_actions
+from clu import metrics
 from etils import epath
 from flax import linen as nn
 from jax import lax
@@ -547,8 +547,12 @@ def read_history(workdir: str) -> list[dict[str, Any]]:
     return [points[k] for k in sorted(points)]
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
-    """TensorBoard + console on process 0, console only elsewhere."""
+def create_writer(workdir: str) -> Any:
+    """A clu MetricWriter: TensorBoard + console on process 0, console only elsewhere."""
+    # Imported here, not at the top: clu's writers import TensorFlow, which the train step and
+    # the benchmarks that build it (scripts/) do not need.
+    from clu import metric_writers
+
     # clu's TensorBoard writer imports TensorFlow; keep TF off the accelerators JAX uses.
     tf = sys.modules.get("tensorflow")
     if tf is not None and tf.config.get_visible_devices("GPU"):
@@ -655,6 +659,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         process_count=jax.process_count(),
     )
     batches = global_batches(stream, mesh)
+    from clu import metric_writers, periodic_actions  # TensorFlow comes with them
+
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=config.total_steps, writer=writer
     )
