@@ -57,8 +57,9 @@ MODEL_NAMES = ("se_resnet", "light", *TRANSFER_MODELS)
 
 # The convolution layers `config.conv` can name for se_resnet and light: modules with
 # `flax.linen.Conv`'s call signature and parameter names.
-# "gemm_wgrad" computes the weight gradient as matrix products on CPU (1.7x faster train steps
-# on XLA:CPU, see BENCHMARKS.md) and is plain lax elsewhere; same parameters as "flax".
+# "gemm_wgrad" (the default) computes the weight gradient as matrix products on CPU (1.7x faster
+# train steps on XLA:CPU, see BENCHMARKS.md) and is plain lax elsewhere; same parameters and
+# checkpoints as "flax", which stays selectable (`--config.model.conv=flax`).
 CONV_LAYERS: dict[str, ModuleDef] = {"flax": nn.Conv, "gemm_wgrad": GemmWeightGradConv}
 
 
@@ -81,7 +82,7 @@ def default_model_config(name: str) -> ml_collections.ConfigDict:
     config.head_dropout = (0.3, 0.15)
     config.head_batch_norm = name in TRANSFER_MODELS
     if name == "se_resnet":
-        config.conv = "flax"
+        config.conv = "gemm_wgrad"
         config.width = 1.0
         config.stem_width = 64
         config.stage_widths = (64, 128, 256, 512)
@@ -89,7 +90,7 @@ def default_model_config(name: str) -> ml_collections.ConfigDict:
         config.se_reduction = 16
         config.block_dropout = 0.3
     elif name == "light":
-        config.conv = "flax"
+        config.conv = "gemm_wgrad"
         config.width = 1.0
         config.stage_widths = (32, 64, 128, 256)
         config.convs_per_stage = 2
