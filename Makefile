@@ -6,8 +6,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Modules `make typecheck` holds to mypy (the serving side, which passes today); add a module
+# once `mypy --follow-imports=silent MODULE` is clean.
+TYPED := geojax/proxy.py geojax/drift.py geojax/serving_client.py geojax/export.py \
+	geojax/evaluate.py geojax/data/images.py
 
-.PHONY: install test test-slow lint demo clean
+.PHONY: install test test-slow lint typecheck deploy-tools constraints demo clean
 
 install: $(STAMP)
 
@@ -23,7 +27,24 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import cv2; cv2.ximgproc.segmentation; print('opencv', cv2.__version__, 'with contrib')"
 	touch $(STAMP)
 
-test: $(STAMP)
+# promtool and prometheus (Debian package `prometheus`) for tests/test_deploy.py and
+# tests/test_prometheus.py: installed when missing and we are root (CI, the dev machines);
+# otherwise those tests say how to install them (and fail under CI=true).
+deploy-tools:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing the Debian package prometheus (promtool, prometheus)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends prometheus >/tmp/geojax-apt.log 2>&1 \
+	      || { apt-get update -qq >>/tmp/geojax-apt.log 2>&1 \
+	           && apt-get install -y -qq --no-install-recommends prometheus >>/tmp/geojax-apt.log 2>&1; } \
+	      || { tail -20 /tmp/geojax-apt.log; exit 1; }; \
+	  else \
+	    echo "promtool/prometheus not found: apt-get install prometheus (as root) to run the deploy tests"; \
+	  fi; \
+	fi
+
+test: $(STAMP) deploy-tools
 	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
@@ -33,6 +54,18 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy --ignore-missing-imports --follow-imports=silent \
+		--cache-dir $(VENV)/.mypy_cache $(TYPED)
+
+# Pins for the Docker images (deploy/docker/constraints.txt): the versions installed here, which
+# the tests ran with. Run after changing pyproject.toml and `make install`.
+constraints: $(STAMP)
+	{ echo "# pip constraints for the Docker images: written by \`make constraints\` from the"; \
+	  echo "# environment the tests ran in. Do not edit by hand."; \
+	  $(PY) -m pip freeze --exclude-editable --disable-pip-version-check; } \
+	  > deploy/docker/constraints.txt
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
