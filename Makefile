@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Modules `make typecheck` holds to mypy (the serving side, which passes today); add a module
 # once `mypy --follow-imports=silent MODULE` is clean.
 TYPED := geojax/proxy.py geojax/drift.py geojax/serving_client.py geojax/export.py \
-	geojax/evaluate.py geojax/data/images.py
+	geojax/evaluate.py geojax/data/images.py geojax/registry.py geojax/model_server.py
 
 .PHONY: install test test-slow lint typecheck deploy-tools constraints demo clean
 

@@ -27,7 +27,14 @@ Read in the tensorflow/serving repository (paths under `tensorflow_serving/`):
   `model_servers/http_server.cc` (`ToHTTPStatusCode`), `util/json_tensor.cc` (request parsing,
   `predictions`/`outputs` shapes, float printing, `_bytes` outputs as `{"b64": ...}`, messages),
   `servables/tensorflow/testdata/saved_model_half_plus_two_2_versions_metadata.json`;
-- warm-up: `servables/tensorflow/saved_model_warmup.cc`, `saved_model_warmup_util.cc`.
+- warm-up: `servables/tensorflow/saved_model_warmup.cc`, `saved_model_warmup_util.cc`;
+- monitoring: `config/monitoring_config.proto`, `g3doc/serving_config.md` (Monitoring
+  Configuration), `model_servers/http_server.cc` (`CreateAndStartHttpServer`,
+  `ProcessPrometheusRequest`), `util/prometheus_exporter.cc` (names, text format), the metrics'
+  definitions in `servables/tensorflow/util.cc`, `saved_model_warmup_util.cc` and
+  tensorflow's `tensorflow/cc/saved_model/loader.cc`, and where they are recorded:
+  `model_servers/prediction_service_impl.cc` (`Predict`), `servables/tensorflow/predict_util.cc`
+  (`RunPredict`).
 
 Behaviour of the released server (labels at startup, status history, rollback order) was
 cross-checked with a public field guide's notes taken on `tensorflow/serving:2.21.0`.
@@ -48,10 +55,27 @@ TF Serving behaviours kept on purpose, because the deployed server has them:
   known models load in the background, newest first, and an old version unloads only once an
   aspired version is AVAILABLE.
 - `model_platform` must be "tensorflow" in a config file.
+- `--monitoring_config_file` (a MonitoringConfig text proto) with `prometheus_config { enable:
+  true }` serves Prometheus text on the REST port at `prometheus_config.path` (default
+  `/monitoring/prometheus/metrics`); without it, or at any other non-/v1/ path, the REST port
+  answers 404. The metrics, per server, with TF Serving's names (the TensorFlow monitoring
+  name with "/" made ":"), labels, microsecond units, buckets (10 us x 1.8^i, 33 limits, then
+  +Inf) and text (TYPE lines, counters without `_total`, histograms as `_bucket`/`_sum`/`_count`):
+  `:tensorflow:serving:request_count` {model_name, status} and
+  `:tensorflow:serving:request_latency` {model_name, API, entrypoint} (only OK requests) for
+  each Predict, over gRPC (API "Predict", entrypoint "GRPC") and REST (API the URL's verb,
+  entrypoint "REST"); `:tensorflow:serving:runtime_latency` {model_name, API, runtime="TF1"}
+  for each run of the graph, warm-up included; `:tensorflow:serving:model_warmup_latency`
+  {model_path, status}; `:tensorflow:cc:saved_model:load_attempt_count` {model_path, status
+  "success"|"fail"} and `:tensorflow:cc:saved_model:load_latency` {model_path}. As in TF
+  Serving, GetModelMetadata and GetModelStatus are not counted. The REST accounting follows
+  `HttpRestApiHandler::ProcessRequest`, which hands the model name and verb to
+  http_server.cc for its metrics (that caller's current text was not re-read here).
 
 Not implemented: Classify, Regress and MultiInference (UNIMPLEMENTED; warm-up records of those
-kinds are skipped with a log line), the Prometheus endpoint of `--monitoring_config_file`, request
-batching, load retries (a version that fails to load or warm up goes to END with the error in
+kinds are skipped with a log line), request batching (so no
+`:tensorflow:serving:batching_session:*` metrics), TensorFlow's own `:tensorflow:core:*`
+metrics, load retries (a version that fails to load or warm up goes to END with the error in
 its status, and loads again only after it leaves the policy and comes back), SSL, UNIX sockets,
 `custom_model_config`, logging configs, and other model platforms. Flags for those are accepted
 and logged as ignored, so the deployment's command line runs here unchanged; `--host` (bind
@@ -65,6 +89,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import bisect
 import json
 import logging
 import math
@@ -72,10 +97,12 @@ import os
 import re
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +127,12 @@ HTTP_STATUS = {OK: 200, CANCELLED: 499, UNKNOWN: 500, INVALID_ARGUMENT: 400,
                UNAVAILABLE: 503, 15: 500, 16: 401}
 """`ToHTTPStatusCode` in tensorflow_serving/model_servers/http_server.cc."""
 
+CODE_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+              "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+              "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+              "UNAUTHENTICATED")
+"""error_codes.proto's names by number (the status label of request_count)."""
+
 # ModelVersionStatus.State (apis/get_model_status.proto).
 START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50
 
@@ -121,6 +154,219 @@ class ServingError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
+# Monitoring: TF Serving's own metrics, as its Prometheus exporter writes them
+# ---------------------------------------------------------------------------------------------
+
+PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+"""PrometheusExporter::kPrometheusPath: where the metrics are when PrometheusConfig.path is
+empty."""
+
+
+def exponential_buckets(scale: float, growth: float, count: int) -> tuple[float, ...]:
+    """monitoring::Buckets::Exponential: `count` limits from `scale`, each `growth` times the
+    last (multiplied in order, as TensorFlow does), then DBL_MAX for the overflow bucket."""
+    limits, bound = [], scale
+    for _ in range(count):
+        limits.append(bound)
+        bound *= growth
+    return (*limits, sys.float_info.max)
+
+
+LATENCY_BUCKETS = exponential_buckets(10, 1.8, 33)
+"""Microseconds, 10 us to ~20 minutes: every latency Sampler below uses these."""
+
+
+def prometheus_name(name: str) -> str:
+    """GetPrometheusMetricName: '/tensorflow/serving/request_count' ->
+    ':tensorflow:serving:request_count'."""
+    name = re.sub(r"[^a-zA-Z0-9_]", ":", name)
+    return "_" + name if name[:1].isdigit() else name
+
+
+def _label_pairs(names: Sequence[str], values: Sequence[str]) -> list[str]:
+    """Labels as the exporter writes them: names sanitized, values with \\ and " escaped."""
+    pairs = []
+    for name, value in zip(names, values, strict=True):
+        name = re.sub(r"[^a-zA-Z0-9]", "_", name)
+        name = "_" + name if name[:1].isdigit() else name
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+        pairs.append(f'{name}="{value}"')
+    return pairs
+
+
+def _six_digits(value: float) -> str:
+    """absl::StrCat of a double (SixDigitsToBuffer): printf's %.6g."""
+    return f"{value:.6g}"
+
+
+class Counter:
+    """monitoring::Counter<N>: an int64 per label-value tuple."""
+
+    def __init__(self, name: str, description: str, *labels: str):
+        self.name, self.description, self.labels = name, description, labels
+        self.cells: dict[tuple[str, ...], int] = {}
+
+    def increment(self, values: tuple[str, ...], by: int = 1) -> None:
+        self.cells[values] = self.cells.get(values, 0) + by
+
+    def lines(self) -> list[str]:
+        """SerializeScalar: a TYPE line, then `NAME{labels} value` per cell, no suffix."""
+        name = prometheus_name(self.name)
+        return [f"# TYPE {name} counter"] + [
+            f"{name}{{{','.join(_label_pairs(self.labels, values))}}} {count}"
+            for values, count in sorted(self.cells.items())]
+
+
+class Sampler:
+    """monitoring::Sampler<N>: a histogram per label-value tuple. A value v counts in the first
+    bucket whose limit is > v (std::upper_bound, as tensorflow::histogram::Histogram::Add)."""
+
+    def __init__(self, name: str, description: str, *labels: str,
+                 buckets: tuple[float, ...] = LATENCY_BUCKETS):
+        self.name, self.description, self.labels, self.buckets = name, description, labels, buckets
+        self.cells: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+
+    def add(self, values: tuple[str, ...], sample: float) -> None:
+        counts, total = self.cells.setdefault(values, ([0] * len(self.buckets), [0.0]))
+        counts[min(bisect.bisect_right(self.buckets, sample), len(self.buckets) - 1)] += 1
+        total[0] += sample
+
+    def lines(self) -> list[str]:
+        """SerializeHistogram: cumulative `_bucket` lines with le = each limit (the last one
+        written "+Inf"), then `_sum` and `_count`."""
+        name = prometheus_name(self.name)
+        lines = [f"# TYPE {name} histogram"]
+        for values, (counts, total) in sorted(self.cells.items()):
+            labels = _label_pairs(self.labels, values)
+            prefix = f"{name}_bucket{{{','.join(labels)}{',' if labels else ''}"
+            cumulative = 0
+            for i, count in enumerate(counts):
+                cumulative += count
+                limit = "+Inf" if i == len(counts) - 1 else _six_digits(self.buckets[i])
+                lines.append(f'{prefix}le="{limit}"}} {cumulative}')
+            lines.append(f"{name}_sum{{{','.join(labels)}}} {_six_digits(total[0])}")
+            lines.append(f"{name}_count{{{','.join(labels)}}} {cumulative}")
+        return lines
+
+
+class ServingMetrics:
+    """The metrics of TF Serving (and of the TensorFlow loader it links) that a dashboard of
+    this server uses, with TF Serving's names, labels, units (microseconds) and buckets; one
+    instance per server, so servers in one process do not share counts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # servables/tensorflow/util.cc
+        self.request_count = Counter(
+            "/tensorflow/serving/request_count", "The total number of requests.",
+            "model_name", "status")
+        self.request_latency = Sampler(
+            "/tensorflow/serving/request_latency", "Distribution of wall time (in microseconds) "
+            "for Tensorflow Serving request.", "model_name", "API", "entrypoint")
+        self.runtime_latency = Sampler(
+            "/tensorflow/serving/runtime_latency", "Distribution of wall time (in microseconds) "
+            "for Tensorflow runtime.", "model_name", "API", "runtime")
+        # servables/tensorflow/saved_model_warmup_util.cc
+        self.model_warmup_latency = Sampler(
+            "/tensorflow/serving/model_warmup_latency", "Distribution of wall time (in "
+            "microseconds) for warming up the model.", "model_path", "status")
+        # tensorflow/cc/saved_model/loader.cc
+        self.load_attempt_count = Counter(
+            "/tensorflow/cc/saved_model/load_attempt_count",
+            "The number of times a SavedModel was successfully loaded.", "model_path", "status")
+        self.load_latency = Counter(
+            "/tensorflow/cc/saved_model/load_latency",
+            "Latency in microseconds for SavedModels that were successfully loaded.",
+            "model_path")
+
+    def record_request(self, model_name: str, api: str, entrypoint: str, code: int,
+                       start: float) -> None:
+        """RecordModelRequestCount always; RecordRequestLatency only for an OK request (as
+        PredictionServiceImpl::Predict). `start` is a time.perf_counter() reading."""
+        latency = _micros_since(start)
+        with self._lock:
+            self.request_count.increment((model_name, _code_name(code)))
+            if code == OK:
+                self.request_latency.add((model_name, api, entrypoint), latency)
+
+    def record_runtime(self, model_name: str, api: str, start: float) -> None:
+        """RecordRuntimeLatency around the run of the graph (predict_util.cc, runtime "TF1")."""
+        latency = _micros_since(start)
+        with self._lock:
+            self.runtime_latency.add((model_name, api, "TF1"), latency)
+
+    def record_load(self, model_path: str, ok: bool, start: float) -> None:
+        """LoadSavedModel's load_attempt_count ("success" / "fail") and, on success,
+        load_latency."""
+        latency = _micros_since(start)
+        with self._lock:
+            self.load_attempt_count.increment((model_path, "success" if ok else "fail"))
+            if ok:
+                self.load_latency.increment((model_path,), latency)
+
+    def record_warmup(self, model_path: str, status: str, start: float) -> None:
+        """model_warm_up_latency by export dir and Status::ToString ("OK" when it succeeds)."""
+        latency = _micros_since(start)
+        with self._lock:
+            self.model_warmup_latency.add((model_path, status), latency)
+
+    def prometheus_page(self) -> str:
+        """PrometheusExporter::GeneratePage: every metric in order of its TensorFlow name, lines
+        joined by newlines, one at the end."""
+        families: list[Counter | Sampler] = [
+            self.request_count, self.request_latency, self.runtime_latency,
+            self.model_warmup_latency, self.load_attempt_count, self.load_latency]
+        with self._lock:
+            lines = [line for family in sorted(families, key=lambda f: f.name)
+                     for line in family.lines()]
+        return "\n".join(lines) + "\n"
+
+
+def _micros_since(start: float) -> int:
+    return max(int((time.perf_counter() - start) * 1e6), 0)
+
+
+@cache
+def monitoring_config_message() -> Any:
+    """The tensorflow.serving.MonitoringConfig message class. tensorflow-serving-api does not
+    ship config/monitoring_config.proto, so where its module is missing the two messages are
+    declared here, field for field: PrometheusConfig {bool enable = 1; string path = 2;},
+    MonitoringConfig {PrometheusConfig prometheus_config = 1;}."""
+    try:
+        from tensorflow_serving.config import monitoring_config_pb2
+
+        return monitoring_config_pb2.MonitoringConfig
+    except ImportError:
+        pass
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/monitoring_config.proto", package="tensorflow.serving",
+        syntax="proto3")
+    field_type = descriptor_pb2.FieldDescriptorProto
+    prometheus = proto.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=field_type.TYPE_BOOL,
+                         label=field_type.LABEL_OPTIONAL)
+    prometheus.field.add(name="path", number=2, type=field_type.TYPE_STRING,
+                         label=field_type.LABEL_OPTIONAL)
+    proto.message_type.add(name="MonitoringConfig").field.add(
+        name="prometheus_config", number=1, type=field_type.TYPE_MESSAGE,
+        type_name=".tensorflow.serving.PrometheusConfig", label=field_type.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+
+
+def prometheus_path(monitoring_config: Any) -> str | None:
+    """Where the REST port serves the metrics (CreateAndStartHttpServer), None if disabled."""
+    prometheus = monitoring_config.prometheus_config
+    if not prometheus.enable:
+        return None
+    return prometheus.path or PROMETHEUS_PATH
+
+
+# ---------------------------------------------------------------------------------------------
 # Servables: one loaded SavedModel version
 # ---------------------------------------------------------------------------------------------
 
@@ -134,13 +380,15 @@ def dtype_name(dtype_enum: int) -> str:
 
 @dataclass
 class Servable:
-    """A loaded version: the MetaGraphDef's signatures and the callable TF functions."""
+    """A loaded version: the MetaGraphDef's signatures, the callable TF functions, and the
+    server's metrics (runtime latency of each run)."""
 
     name: str
     version: int
     path: Path
     signature_defs: dict[str, Any]
     functions: Any
+    metrics: ServingMetrics | None = None
 
     def predict(self, signature_name: str, inputs: dict[str, np.ndarray],
                 output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
@@ -186,28 +434,43 @@ class Servable:
                 raise ServingError(INVALID_ARGUMENT, f"Expects arg[{index}] to be "
                                    f"{dtype_name(want)} but {dtype_name(have)} is provided")
             feeds[alias] = tf.constant(inputs[alias])
+        start = time.perf_counter()
         try:
             result = self.functions[signature_name](**feeds)
         except tf.errors.OpError as err:
             raise ServingError(err.error_code, err.message) from err
         except (TypeError, ValueError) as err:
             raise ServingError(INVALID_ARGUMENT, str(err)) from err
+        if self.metrics is not None:
+            self.metrics.record_runtime(self.name, "Predict", start)
         return {alias: result[alias].numpy() for alias in (outputs or sorted(result))}
 
 
-def load_servable(name: str, version: int, path: Path) -> Servable:
-    """Load a SavedModel version with the 'serve' tag, as SavedModelBundle does."""
+def load_servable(name: str, version: int, path: Path,
+                  metrics: ServingMetrics | None = None) -> Servable:
+    """Load a SavedModel version with the 'serve' tag, as SavedModelBundle does; each attempt
+    counts in the loader's metrics under the version's directory."""
     tf = _tf()
     from tensorflow.core.protobuf import saved_model_pb2
 
-    proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
-    graphs = [g for g in proto.meta_graphs if "serve" in g.meta_info_def.tags]
-    if not graphs:
-        raise ServingError(NOT_FOUND, f"Could not find meta graph def matching supplied tags: "
-                           f"{{ serve }}. To inspect available tag-sets in the SavedModel, "
-                           f"please use the SavedModel CLI: `saved_model_cli` ({path})")
-    loaded = tf.saved_model.load(str(path), tags=["serve"])
-    return Servable(name, version, path, dict(graphs[0].signature_def), loaded.signatures)
+    start = time.perf_counter()
+    try:
+        proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+        graphs = [g for g in proto.meta_graphs if "serve" in g.meta_info_def.tags]
+        if not graphs:
+            raise ServingError(NOT_FOUND, f"Could not find meta graph def matching supplied "
+                               f"tags: {{ serve }}. To inspect available tag-sets in the "
+                               f"SavedModel, please use the SavedModel CLI: `saved_model_cli` "
+                               f"({path})")
+        loaded = tf.saved_model.load(str(path), tags=["serve"])
+    except Exception:
+        if metrics is not None:
+            metrics.record_load(str(path), False, start)
+        raise
+    if metrics is not None:
+        metrics.record_load(str(path), True, start)
+    return Servable(name, version, path, dict(graphs[0].signature_def), loaded.signatures,
+                    metrics)
 
 
 def tensor_to_array(tensor: Any) -> np.ndarray:
@@ -254,11 +517,13 @@ def array_to_tensor(array: np.ndarray) -> Any:
 
 
 def run_warmup(servable: Servable, iterations: int) -> int:
-    """Replay assets.extra/tf_serving_warmup_requests; an error fails the load, as in TF Serving."""
+    """Replay assets.extra/tf_serving_warmup_requests; an error fails the load, as in TF Serving.
+    Its latency counts by export dir and status when the file was read to its end."""
     path = servable.path / WARMUP_FILE
     if not path.exists():
         log.info("No warmup data file found at %s", path)
         return 0
+    start = time.perf_counter()
     tf = _tf()
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -286,8 +551,12 @@ def run_warmup(servable: Servable, iterations: int) -> int:
                 raise ServingError(INVALID_ARGUMENT, "Number of warmup records exceeds the "
                                    f"maximum ({MAX_WARMUP_RECORDS}) at {path}")
     except tf.errors.DataLossError as err:
+        if servable.metrics is not None:
+            servable.metrics.record_warmup(str(servable.path), f"DATA_LOSS: {err.message}", start)
         raise ServingError(DATA_LOSS, f"{err.message}. Please verify your warmup data is in TFRecord "
                            "format.") from err
+    if servable.metrics is not None:
+        servable.metrics.record_warmup(str(servable.path), "OK", start)
     log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
              path, records)
     return records
@@ -358,10 +627,12 @@ class _Model:
 
 
 class ServerCore:
-    """Which versions are loaded, which labels point where, and lookup of a ModelSpec."""
+    """Which versions are loaded, which labels point where, and lookup of a ModelSpec; the
+    server's metrics live here, where the loads happen."""
 
-    def __init__(self, options: ServerOptions):
+    def __init__(self, options: ServerOptions, metrics: ServingMetrics | None = None):
         self.options = options
+        self.metrics = metrics if metrics is not None else ServingMetrics()
         self._state = threading.Condition()
         self._reload = threading.Lock()
         self._models: dict[str, _Model] = {}
@@ -480,7 +751,7 @@ class ServerCore:
             if action is None:
                 return
             kind, name, version, path = action
-            if kind == "load":
+            if kind == "load" and path is not None:
                 self._load(name, version, path)
             else:
                 self._unload(name, version)
@@ -521,7 +792,7 @@ class ServerCore:
         self._set(name, version, VersionRecord(START))
         self._set(name, version, VersionRecord(LOADING))
         try:
-            servable = load_servable(name, version, path)
+            servable = load_servable(name, version, path, self.metrics)
             if self.options.enable_model_warmup:
                 run_warmup(servable, self.options.num_request_iterations_for_warmup)
         except Exception as err:
@@ -552,7 +823,9 @@ class ServerCore:
 
     def _latest(self, name: str) -> Servable | None:
         model = self._models.get(name)
-        ready = [v for v, r in (model.versions.items() if model else ()) if r.state == AVAILABLE]
+        if model is None:
+            return None
+        ready = [v for v, r in model.versions.items() if r.state == AVAILABLE]
         return model.versions[max(ready)].servable if ready else None
 
     def servable(self, model_spec: Any) -> Servable:
@@ -580,7 +853,7 @@ class ServerCore:
                 version = model_spec.version.value
             model = self._models.get(name)
             record = model.versions.get(version) if model else None
-            if record is None or record.state != AVAILABLE:
+            if record is None or record.state != AVAILABLE or record.servable is None:
                 raise ServingError(NOT_FOUND, f"Servable not found for request: "
                                    f"Specific({name}, {version})")
             return record.servable
@@ -609,6 +882,21 @@ class ModelServerApi:
 
     def __init__(self, core: ServerCore):
         self.core = core
+
+    def counted(self, model_name: str, api: str, entrypoint: str, call: Callable[[], Any]) -> Any:
+        """Run one inference request as TF Serving accounts for it (PredictionServiceImpl):
+        request_count by model and status whatever the outcome, request_latency when OK."""
+        start = time.perf_counter()
+        code = UNKNOWN
+        try:
+            result = call()
+            code = OK
+            return result
+        except ServingError as err:
+            code = err.code
+            raise
+        finally:
+            self.core.metrics.record_request(model_name, api, entrypoint, code, start)
 
     def predict(self, request: Any) -> tuple[Any, dict[str, np.ndarray]]:
         """PredictRequest -> (response model_spec, outputs as arrays)."""
@@ -719,7 +1007,8 @@ def make_grpc_server(api: ModelServerApi, address: str, channel_arguments: Seque
         """Predict and GetModelMetadata; Classify, Regress, MultiInference: UNIMPLEMENTED."""
 
         def Predict(self, request: Any, context: Any) -> Any:
-            return _grpc_call(context, api.predict_response, request)
+            return _grpc_call(context, lambda r: api.counted(
+                r.model_spec.name, "Predict", "GRPC", lambda: api.predict_response(r)), request)
 
         def GetModelMetadata(self, request: Any, context: Any) -> Any:
             return _grpc_call(context, api.metadata, request)
@@ -921,9 +1210,8 @@ def _instances_to_arrays(instances: list, dtypes: dict[str, str]) -> dict[str, n
 
 
 def _code_name(code: int) -> str:
-    from tensorflow.core.protobuf import error_codes_pb2
-
-    return error_codes_pb2.Code.Name(code)
+    """error::Code_Name: 3 -> 'INVALID_ARGUMENT'."""
+    return CODE_NAMES[code] if 0 <= code < len(CODE_NAMES) else str(code)
 
 
 def parse_predict_json(body: bytes, input_dtypes: Callable[[str], dict[str, str]]
@@ -1052,11 +1340,15 @@ def predict_json(outputs: dict[str, np.ndarray], layout: str) -> str:
 
 
 class RestApi:
-    """The HTTP/REST API of TF Serving as an ASGI application."""
+    """The HTTP/REST API of TF Serving as an ASGI application; with a `metrics_path` (from
+    --monitoring_config_file) it also serves the server's metrics there in Prometheus text, as
+    CreateAndStartHttpServer registers the exporter ahead of the /v1/ dispatcher."""
 
-    def __init__(self, api: ModelServerApi, timeout_ms: int = 30000):
+    def __init__(self, api: ModelServerApi, timeout_ms: int = 30000,
+                 metrics_path: str | None = None):
         self.api = api
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
+        self.metrics_path = metrics_path
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -1068,6 +1360,10 @@ class RestApi:
             body += message.get("body", b"")
             more = message.get("more_body", False)
         path = scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0]
+        if path == self.metrics_path:
+            page = self.api.core.metrics.prometheus_page()
+            await self._reply(send, 200, page.encode(), "text/plain")
+            return
         if not re.fullmatch(r"/v1/.*", path, re.IGNORECASE):
             await self._reply(send, 404, b"", "text/html")
             return
@@ -1124,7 +1420,8 @@ class RestApi:
                                    "(geojax.model_server serves Predict only)")
             if verb != "predict":
                 raise ServingError(INVALID_ARGUMENT, f"Malformed request: {method} {path}")
-            return self._predict(spec, body, predict_pb2)
+            return self.api.counted(name, verb, "REST",
+                                    lambda: self._predict(spec, body, predict_pb2))
         if not name:
             raise ServingError(INVALID_ARGUMENT, "Missing model name in request.")
         from google.protobuf import json_format
@@ -1181,7 +1478,7 @@ IGNORED_FLAGS = {
     "tensorflow_session_config_file": str, "use_alts_credentials": bool,
     "ssl_config_file": str, "platform_config_file": str,
     "per_process_gpu_memory_fraction": float, "saved_model_tags": str, "grpc_max_threads": int,
-    "monitoring_config_file": str, "remove_unused_fields_from_bundle_metagraph": bool,
+    "remove_unused_fields_from_bundle_metagraph": bool,
     "prefer_tflite_model": bool, "num_tflite_pools": int, "num_tflite_interpreters_per_pool": int,
     "enable_signature_method_name_check": bool, "xla_cpu_compilation_enabled": bool,
     "xla_gpu_compilation_enabled": bool, "enable_profiler": bool,
@@ -1189,7 +1486,7 @@ IGNORED_FLAGS = {
     "enable_grpc_healthcheck_service": bool,
 }
 """TF Serving flags accepted for a drop-in command line and logged as ignored: batching,
-threading, TPU/TFLite, security and monitoring options this stand-in does not model. (jax2tf
+threading, TPU/TFLite and security options this stand-in does not model. (jax2tf
 graphs need XLA, which TensorFlow's Python runtime always has.)"""
 
 
@@ -1234,6 +1531,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag("tensorflow_intra_op_parallelism", int, 0, "threads inside one op (0: TensorFlow "
          "chooses)")
     flag("tensorflow_inter_op_parallelism", int, 0, "ops run at once (0: TensorFlow chooses)")
+    flag("monitoring_config_file", str, "", "ascii MonitoringConfig file; with "
+         "prometheus_config { enable: true } the REST port serves the server's metrics in "
+         f"Prometheus format at prometheus_config.path (default {PROMETHEUS_PATH})")
     flag("grpc_channel_arguments", str, "", "comma separated gRPC server arguments, "
          "e.g. grpc.max_connection_age_ms=2000")
     flag("version", bool, False, "print the version and exit")
@@ -1242,16 +1542,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_config_file(path: str) -> Any:
-    """Parse a text-format ModelServerConfig (ParseProtoTextFile in TF Serving)."""
+def read_text_proto(path: str, message: Any) -> Any:
+    """ParseProtoTextFile: `message` filled from a text-format file, or INVALID_ARGUMENT naming
+    the file (the parser's reason is the error's cause)."""
     from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
 
     try:
-        return text_format.Parse(Path(path).read_text(),
-                                 model_server_config_pb2.ModelServerConfig())
-    except (OSError, text_format.ParseError) as err:
+        return text_format.Parse(Path(path).read_text(), message)
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as err:
         raise ServingError(INVALID_ARGUMENT, f"Invalid protobuf file: '{path}'") from err
+
+
+def read_config_file(path: str) -> Any:
+    """Parse a text-format ModelServerConfig (--model_config_file)."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    return read_text_proto(path, model_server_config_pb2.ModelServerConfig())
+
+
+def read_monitoring_config(path: str) -> Any:
+    """Parse a text-format MonitoringConfig (--monitoring_config_file)."""
+    return read_text_proto(path, monitoring_config_message()())
 
 
 def single_model_config(name: str, base_path: str) -> Any:
@@ -1295,6 +1606,12 @@ def serve(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             log.info("--%s=%s accepted for compatibility with tensorflow_model_server and "
                      "ignored by this server", name, getattr(args, name))
+    rest_api = args.rest_api_port not in (0, args.port)
+    metrics_path = None
+    if args.monitoring_config_file and rest_api:
+        # Read before any model loads (TF Serving reads it when starting the REST server), so
+        # a bad file fails fast; like TF Serving, it is not read without a REST port.
+        metrics_path = prometheus_path(read_monitoring_config(args.monitoring_config_file))
     tf = _tf()
     if args.tensorflow_intra_op_parallelism > 0:
         tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
@@ -1330,12 +1647,15 @@ def serve(args: argparse.Namespace) -> int:
         if args.rest_api_port == args.port:
             log.error("--rest_api_port cannot be same as --port. Please use a different port "
                       "for HTTP/REST API. Skipped exporting HTTP/REST API.")
-        elif args.rest_api_port != 0:
+        elif rest_api:
             import uvicorn
 
             log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, args.rest_api_port)
+            if metrics_path is not None:
+                log.info("Exporting Prometheus metrics at %s on the HTTP/REST port",
+                         metrics_path)
             uvicorn.Server(uvicorn.Config(
-                RestApi(api, args.rest_api_timeout_in_ms), host=args.host,
+                RestApi(api, args.rest_api_timeout_in_ms, metrics_path), host=args.host,
                 port=args.rest_api_port, log_level="warning", access_log=False,
                 lifespan="off")).run()
             grpc_server.stop(grace=1)
@@ -1357,7 +1677,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return serve(args)
     except ServingError as err:
-        log.error("Failed to start server. Error: %s: %s", _code_name(err.code), err.message)
+        cause = f" ({err.__cause__})" if err.__cause__ is not None else ""
+        log.error("Failed to start server. Error: %s: %s%s", _code_name(err.code), err.message,
+                  cause)
         return 1
 
 

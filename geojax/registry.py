@@ -52,7 +52,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
@@ -162,7 +162,7 @@ def format_table(infos: Sequence[VersionInfo]) -> str:
     )
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: Any) -> TypeGuard[int | float]:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 

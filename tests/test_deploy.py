@@ -2,11 +2,14 @@
 no Docker engine and no cluster.
 
 - Prometheus: `promtool check config` / `check rules`, and a real Prometheus on localhost that
-  scrapes a running proxy (in front of the local model server, over gRPC) with
-  deploy/prometheus/prometheus.yml, evaluates deploy/prometheus/alerts.yml, and answers queries
-  for every metric the dashboard and the alerts name.
+  scrapes, with deploy/prometheus/prometheus.yml, a running proxy and the local model server it
+  calls over gRPC (TF Serving's metrics on the REST port, enabled by
+  deploy/tf_serving/monitoring.config as compose enables them for real TF Serving), evaluates
+  deploy/prometheus/alerts.yml, and answers queries for every metric the dashboard and the
+  alerts name.
 - Metric names: every PromQL expression of the Grafana dashboard and the alert rules names only
-  metrics the proxy really exports (read from its /metrics) or TF Serving's own (listed below).
+  metrics the proxy or the model server really exports (read from their pages), or TF Serving's
+  own that the local model server lacks (listed below).
 - Kubernetes: every manifest, the GPU variant and the training Job included, validated against
   the Kubernetes JSON schemas (kubernetes-validate, offline, strict); the kustomizations render
   (kubectl kustomize, where kubectl exists); probes, security contexts, selectors, ports and the
@@ -56,17 +59,13 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 K8S_VERSIONS = ("1.28.0", "1.37.0")  # the oldest cluster supported (Indexed Job annotations,
 # autoscaling/v2, policy/v1) and the newest schemas kubernetes-validate carries
 
-TF_SERVING_METRICS = {
-    # TF Serving's own, on /monitoring/prometheus/metrics: the exporter turns the TensorFlow
-    # monitoring name's "/" into ":" (tensorflow_serving/util/prometheus_exporter.cc). Defined in
-    # servables/tensorflow/util.cc (request_count {model_name, status}, request_latency and
-    # runtime_latency in microseconds), batching/batching_session.cc (queuing_latency) and
-    # tensorflow/cc/saved_model/loader.cc (load_attempt_count {model_path, status}).
-    ":tensorflow:serving:request_count",
-    ":tensorflow:serving:request_latency_bucket",
-    ":tensorflow:serving:runtime_latency_bucket",
+TF_SERVING_ONLY_METRICS = {
+    # TF Serving's own metrics that the local model server does not export (it does not batch):
+    # "/tensorflow/serving/batching_session/queuing_latency" {thread_pool_name} of
+    # batching/batching_session.cc, with "/" made ":" by util/prometheus_exporter.cc. The others
+    # the dashboard uses (request_count, request_latency, runtime_latency, load_attempt_count)
+    # the local model server exports under TF Serving's names and labels (geojax.model_server).
     ":tensorflow:serving:batching_session:queuing_latency_bucket",
-    ":tensorflow:cc:saved_model:load_attempt_count",
 }
 PROMETHEUS_BUILTIN = {"up"}
 # Where compose mounts what the pipeline makes (not files in the repository): the model base
@@ -192,17 +191,34 @@ def test_dashboard_covers_the_serving_signals():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def stack(tiny_saved_model, tmp_path_factory):
-    """The local model server (gRPC) serving the tiny model as `production`, and the proxy in
-    front of it on an HTTP port, with some traffic already answered."""
+def start_uvicorn(app, port: int, lifespan: str = "auto"):
+    """An ASGI app served on 127.0.0.1:port from a daemon thread, started; stop with
+    `server.should_exit = True` and join the thread."""
     import uvicorn
 
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan=lifespan))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, f"{app} did not start"
+        time.sleep(0.05)
+    return server, thread
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_saved_model, tmp_path_factory):
+    """The local model server (gRPC, and REST with TF Serving's metrics as
+    deploy/tf_serving/monitoring.config enables them) serving the tiny model as `production`,
+    and the proxy in front of it on an HTTP port, with some traffic already answered."""
     from geojax.model_server import (
         ModelServerApi,
+        RestApi,
         ServerCore,
         ServerOptions,
         make_grpc_server,
+        prometheus_path,
         read_config_file,
     )
     from geojax.proxy import ProxySettings, create_app
@@ -218,29 +234,29 @@ def stack(tiny_saved_model, tmp_path_factory):
     registry.promote(version, "production")
 
     core = ServerCore(ServerOptions(allow_version_labels_for_unavailable_models=True))
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, rest_port, http_port = free_port(), free_port(), free_port()
     core.reload_config(read_config_file(str(registry.config_file)))
-    grpc_server = make_grpc_server(ModelServerApi(core), f"127.0.0.1:{grpc_port}")
+    api = ModelServerApi(core)
+    grpc_server = make_grpc_server(api, f"127.0.0.1:{grpc_port}")
     grpc_server.start()
+    metrics_path = prometheus_path(read_monitoring_config())
     settings = ProxySettings(model_server=f"127.0.0.1:{grpc_port}",
                              model_base_path=str(registry.base_path), drift_window=10)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1",
-                                           port=http_port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    servers = []
     client = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30)
     try:
-        thread.start()
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert time.monotonic() < deadline, "the proxy did not start"
-            time.sleep(0.05)
+        servers.append(start_uvicorn(RestApi(api, metrics_path=metrics_path), rest_port,
+                                     lifespan="off"))  # as geojax.model_server runs it
+        servers.append(start_uvicorn(create_app(settings), http_port))
         assert client.get("/ready").status_code == 200
         traffic(client)
-        yield {"client": client, "port": http_port, "version": version}
+        yield {"client": client, "port": http_port, "version": version,
+               "model_server_rest": rest_port,
+               "model_server_metrics": f"http://127.0.0.1:{rest_port}{metrics_path}"}
     finally:
         client.close()
-        server.should_exit = True
-        if thread.is_alive():
+        for server, thread in servers:
+            server.should_exit = True
             thread.join(timeout=10)
         grpc_server.stop(grace=0)
         core.stop()
@@ -264,34 +280,43 @@ def traffic(client: httpx.Client) -> None:
 
 
 def exported_samples(text: str) -> set[str]:
+    """Series names of a Prometheus text page as Prometheus stores them (after a successful
+    parse): the name of each sample line, e.g. TF Serving's counters without `_total`."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    return {sample.name for family in text_string_to_metric_families(text)
-            for sample in family.samples}
+    assert list(text_string_to_metric_families(text))
+    return {re.match(r"[^{\s]+", line).group() for line in text.splitlines()
+            if line.strip() and not line.startswith("#")}
 
 
 def test_dashboard_and_alerts_name_only_metrics_that_are_exported(stack):
     exported = exported_samples(stack["client"].get("/metrics").text)
     assert "geojax_requests_total" in exported
-    known = exported | TF_SERVING_METRICS | PROMETHEUS_BUILTIN
+    model_server = httpx.get(stack["model_server_metrics"], timeout=10)
+    assert model_server.status_code == 200
+    exported_by_model_server = exported_samples(model_server.text)
+    assert ":tensorflow:serving:request_count" in exported_by_model_server
+    known = exported | exported_by_model_server | TF_SERVING_ONLY_METRICS | PROMETHEUS_BUILTIN
     unknown = {(where, name) for where, expr in dashboard_expressions() + alert_expressions()
                for name in metric_names(expr) - known}
-    assert not unknown, f"not exported by the proxy nor a listed TF Serving metric: {unknown}"
+    assert not unknown, f"not exported by the proxy or model server, nor TF Serving's: {unknown}"
 
 
-def test_prometheus_scrapes_the_proxy_and_evaluates_the_alerts(stack, tmp_path):
-    """deploy/prometheus/prometheus.yml with its proxy target pointed at the running proxy (the
-    local model server has no Prometheus endpoint, unlike TF Serving, so its job is dropped);
-    alerts.yml loaded from beside it. Every proxy metric the dashboard or the alerts use has
-    samples in Prometheus, and every alert rule evaluates without error."""
+def test_prometheus_scrapes_the_proxy_and_model_server_and_evaluates_the_alerts(stack, tmp_path):
+    """deploy/prometheus/prometheus.yml with its proxy and tf-serving targets pointed at the
+    running proxy and local model server (its REST port, the job's metrics_path); alerts.yml
+    loaded from beside it. Every metric the dashboard or the alerts use has samples in
+    Prometheus (TF Serving's batching metric aside), queried by name as the dashboard does, and
+    every alert rule evaluates without error."""
     prometheus = required_tool("prometheus")
     config = load_yaml(PROMETHEUS_CONFIG)
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(ALERTS)]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    proxy_job = jobs["geojax-proxy"]
+    proxy_job, tf_job = jobs["geojax-proxy"], jobs["tf-serving"]
     proxy_job["static_configs"] = [{"targets": [f"127.0.0.1:{stack['port']}"]}]
-    config["scrape_configs"] = [proxy_job]
+    tf_job["static_configs"] = [{"targets": [f"127.0.0.1:{stack['model_server_rest']}"]}]
+    config["scrape_configs"] = [proxy_job, tf_job]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     api = f"http://127.0.0.1:{port}/api/v1"
@@ -302,9 +327,14 @@ def test_prometheus_scrapes_the_proxy_and_evaluates_the_alerts(stack, tmp_path):
              f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
         try:
             wanted = {name for _, expr in dashboard_expressions() + alert_expressions()
-                      for name in metric_names(expr)} - TF_SERVING_METRICS
+                      for name in metric_names(expr)} - TF_SERVING_ONLY_METRICS
             series = wait_for_series(api, wanted, process, tmp_path / "prometheus.log")
-            assert series["up"] == [{"job": "geojax-proxy", "value": 1.0}]
+            assert sorted(series["up"], key=lambda s: s["job"]) == [
+                {"job": "geojax-proxy", "value": 1.0}, {"job": "tf-serving", "value": 1.0}]
+            # The proxy's calls reached the model server over gRPC, counted as TF Serving does.
+            assert {"job": "tf-serving", "model_name": "geojax", "status": "OK"} in [
+                {k: v for k, v in s.items() if k != "value"}
+                for s in series[":tensorflow:serving:request_count"]]
             assert series["geojax_served_model_version"] == [
                 {"job": "geojax-proxy", "model": "geojax", "label": "production",
                  "value": float(stack["version"])}]
@@ -360,9 +390,9 @@ def wait_for_rule_evaluation(api: str, timeout: float = 30) -> list[dict]:
 
 
 def tf_serving_messages() -> dict[str, type]:
-    """MonitoringConfig and BatchingParameters as TF Serving defines them
-    (config/monitoring_config.proto, servables/tensorflow/session_bundle_config.proto): the
-    tensorflow-serving-api wheel does not ship these two protos."""
+    """BatchingParameters as TF Serving defines it (servables/tensorflow/
+    session_bundle_config.proto): the tensorflow-serving-api wheel does not ship that proto.
+    (MonitoringConfig, also missing from it, is geojax.model_server's, which reads it.)"""
     pool = descriptor_pool.DescriptorPool()
     pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
     f = descriptor_pb2.FileDescriptorProto(
@@ -376,10 +406,6 @@ def tf_serving_messages() -> dict[str, type]:
             m.field.add(name=field_name, number=number, type=kind, type_name=type_name,
                         label=T.LABEL_REPEATED if repeated else T.LABEL_OPTIONAL)
 
-    message("PrometheusConfig", ("enable", T.TYPE_BOOL, None, False),
-            ("path", T.TYPE_STRING, None, False))
-    message("MonitoringConfig", ("prometheus_config", T.TYPE_MESSAGE,
-                                 ".tensorflow.serving.PrometheusConfig", False))
     int64 = (T.TYPE_MESSAGE, ".google.protobuf.Int64Value", False)
     message("BatchingParameters", ("max_batch_size", *int64), ("batch_timeout_micros", *int64),
             ("max_enqueued_batches", *int64), ("num_batch_threads", *int64),
@@ -389,12 +415,13 @@ def tf_serving_messages() -> dict[str, type]:
     pool.Add(f)
     return {name: message_factory.GetMessageClass(
         pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
-        for name in ("MonitoringConfig", "BatchingParameters")}
+        for name in ("BatchingParameters",)}
 
 
 def read_monitoring_config():
-    return text_format.Parse((DEPLOY / "tf_serving/monitoring.config").read_text(),
-                             tf_serving_messages()["MonitoringConfig"]())
+    from geojax.model_server import read_monitoring_config as read
+
+    return read(str(DEPLOY / "tf_serving/monitoring.config"))
 
 
 def read_batching_parameters():

@@ -1,4 +1,5 @@
-"""The local TF Serving stand-in, run as a real subprocess: gRPC and REST answer as TF Serving does.
+"""The local TF Serving stand-in, run as a real subprocess: gRPC and REST answer as TF Serving does,
+and its --monitoring_config_file endpoint serves TF Serving's metrics in Prometheus text.
 
 The tiny model is exported once per test run (conftest's `tiny_saved_model`); under
 `pytest -n 2 --dist loadfile` the module stays on one worker and starts one server.
@@ -23,6 +24,7 @@ from conftest import TINY_SIZE, free_port, tiny_samples
 SIZE = TINY_SIZE
 MODEL = "geojax"
 READY_TIMEOUT = 180.0
+METRICS_PATH = "/monitoring/geojax/metrics"
 
 
 def model_config(base, versions, labels):
@@ -90,6 +92,8 @@ def launched(exported, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("server")
     config_file = workdir / "models.config"
     config_file.write_text(model_config(base, [1], {"production": 1}))
+    monitoring_file = workdir / "monitoring.config"
+    monitoring_file.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
     grpc_port, rest_port = free_port(), free_port()
     log_file = workdir / "server.log"
     with open(log_file, "w") as log:
@@ -98,6 +102,7 @@ def launched(exported, tmp_path_factory):
              "--rest_api_port", str(rest_port), "--model_config_file", str(config_file),
              "--model_config_file_poll_wait_seconds", "1", "--host", "127.0.0.1",
              "--allow_version_labels_for_unavailable_models=true",
+             "--monitoring_config_file", str(monitoring_file),
              "--xla_cpu_compilation_enabled=true",
              "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"],
             stdout=log, stderr=subprocess.STDOUT)
@@ -370,6 +375,121 @@ def test_rest_unknown_model_and_version_status_are_404(server):
     response = httpx.get(f"{rest}/v1/models/{MODEL}/versions/7")
     assert response.status_code == 404
     assert response.json() == {"error": "Could not find version 7 of model geojax"}
+
+
+def tf_serving_metrics(rest):
+    """The server's Prometheus page, parsed: {(family, sample suffix): [(labels, value)]}. The
+    parser reads a TF Serving counter `NAME{...} v` as the sample NAME_total."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(f"{rest}{METRICS_PATH}")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain"
+    found: dict[tuple[str, str], list] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            suffix = sample.name[len(family.name):]
+            found.setdefault((family.name, suffix), []).append((sample.labels, sample.value))
+    return found
+
+
+def request_counts(metrics):
+    return {labels["status"]: value
+            for labels, value in metrics.get((":tensorflow:serving:request_count", "_total"), [])
+            if labels["model_name"] == MODEL}
+
+
+def test_prometheus_endpoint_counts_predicts_by_status_with_tf_serving_names(server, stubs,
+                                                                             reference):
+    rest, (prediction, _) = server["rest"], stubs
+    before = request_counts(tf_serving_metrics(rest))
+    prediction.Predict(predict_request({"images": reference["pngs"][:1]}))
+    grpc_error(prediction.Predict, predict_request({"images": reference["pngs"][:1]}, version=7))
+    b64 = {"instances": [{"b64": base64.b64encode(reference["pngs"][0]).decode()}]}
+    assert httpx.post(f"{rest}/v1/models/{MODEL}:predict", json=b64).status_code == 200
+    httpx.get(f"{rest}/v1/models/{MODEL}")  # status and metadata are not counted, as in TF Serving
+    metrics = tf_serving_metrics(rest)
+    after = request_counts(metrics)
+    assert after["OK"] - before.get("OK", 0) == 2
+    assert after["NOT_FOUND"] - before.get("NOT_FOUND", 0) == 1
+
+    latency = ":tensorflow:serving:request_latency"
+    counts = {(labels["API"], labels["entrypoint"]): value
+              for labels, value in metrics[(latency, "_count")] if labels["model_name"] == MODEL}
+    assert counts[("Predict", "GRPC")] >= 1 and counts[("predict", "REST")] >= 1
+    grpc_buckets = [(labels["le"], value) for labels, value in metrics[(latency, "_bucket")]
+                    if labels["entrypoint"] == "GRPC"]
+    assert [le for le, _ in grpc_buckets][:3] == ["10", "18", "32.4"]  # microseconds, x1.8
+    assert grpc_buckets[-1] == ("+Inf", counts[("Predict", "GRPC")]) and len(grpc_buckets) == 34
+    assert (latency, "_sum") in metrics
+    runtime = {labels["runtime"] for labels, _ in
+               metrics[(":tensorflow:serving:runtime_latency", "_count")]}
+    assert runtime == {"TF1"}
+
+    version_dir = str(server["base"] / "1")
+    loads = metrics[(":tensorflow:cc:saved_model:load_attempt_count", "_total")]
+    assert ({"model_path": version_dir, "status": "success"}, 1) in loads
+    warmups = metrics[(":tensorflow:serving:model_warmup_latency", "_count")]
+    assert ({"model_path": version_dir, "status": "OK"}, 1) in warmups
+
+
+def test_prometheus_path_is_served_only_as_configured():
+    """TF Serving serves the metrics only with prometheus_config.enable, at its path (default
+    /monitoring/prometheus/metrics); every other path outside /v1/ is 404 (RestApi in-process,
+    over an empty server core)."""
+    import asyncio
+
+    from google.protobuf import text_format
+
+    from geojax.model_server import (
+        PROMETHEUS_PATH,
+        ModelServerApi,
+        RestApi,
+        ServerCore,
+        ServerOptions,
+        monitoring_config_message,
+        prometheus_path,
+    )
+
+    def path_of(text):
+        return prometheus_path(text_format.Parse(text, monitoring_config_message()()))
+
+    assert path_of("prometheus_config { enable: true }") == PROMETHEUS_PATH
+    assert path_of('prometheus_config { enable: false path: "/m" }') is None
+    assert path_of("") is None
+
+    async def statuses(app, paths):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tf-serving") as client:
+            return [(await client.get(path)).status_code for path in paths]
+
+    core = ServerCore(ServerOptions())
+    try:
+        api = ModelServerApi(core)
+        paths = [PROMETHEUS_PATH, "/metrics", "/monitoring/custom"]
+        assert asyncio.run(statuses(RestApi(api), paths)) == [404, 404, 404]
+        assert asyncio.run(statuses(RestApi(api, metrics_path="/monitoring/custom"), paths)) == [
+            404, 404, 200]
+    finally:
+        core.stop()
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("prometheus_config { enabled: true }", 'has no field named "enabled"'),
+    (None, "No such file or directory"),
+])
+def test_a_bad_monitoring_config_fails_startup_naming_the_file(tmp_path, text, reason):
+    config = tmp_path / "monitoring.config"
+    if text is not None:
+        config.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "geojax.model_server", "--port", str(free_port()),
+         "--rest_api_port", str(free_port()), "--model_base_path", str(tmp_path / "none"),
+         "--monitoring_config_file", str(config)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"Invalid protobuf file: '{config}'" in result.stderr
+    assert reason in result.stderr
 
 
 def test_config_polling_loads_relabels_refuses_and_unloads(server, stubs):
