@@ -183,12 +183,13 @@ def test_module_other_cases_match_nn_conv(kwargs, shape):
     jax.tree.map(functools.partial(assert_close, rtol=rtol), *both(params, x))
 
 
-def test_shard_map_data_parallel_gradient():
+@pytest.mark.parametrize("per_device, side", [(2, 16), (8, 32)])  # one GEMM; chunks in a scan
+def test_shard_map_data_parallel_gradient(per_device, side):
     """Replicated kernel, batch split over devices, under jit and shard_map."""
     devices = np.array(jax.devices())
     mesh = Mesh(devices, ("data",))
     rng = np.random.default_rng(4)
-    x = rand(rng, (2 * len(devices), 16, 16, 8))
+    x = rand(rng, (per_device * len(devices), side, side, 8))
     kernel = rand(rng, (3, 3, 8, 8))
 
     def per_device_grad(conv):

@@ -205,7 +205,7 @@ def _kernel_grad(
 
     dk, _ = lax.scan(
         step,
-        jnp.zeros((kh, kw, cin, cout), dtype),
+        _make_varying(jnp.zeros((kh, kw, cin, cout), dtype), _varying_axes(x) | _varying_axes(g)),
         (x.reshape(chunks, per_chunk, h, w, cin), g.reshape(chunks, per_chunk, ho, wo, cout)),
     )
     return dk
