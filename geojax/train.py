@@ -11,7 +11,9 @@ with `lax.pmean` and BatchNorm statistics are global-batch (the model's `bn_axis
 devices or N hosts compute what one device would on the whole batch.
 """
 
+import contextlib
 import functools
+import itertools
 import json
 import os
 import secrets
@@ -286,18 +288,43 @@ def predict_step(state: TrainState, images: jax.Array, *, model: nn.Module) -> j
     return logits.astype(jnp.float32)
 
 
+def device_data_train_step(
+    state: TrainState, *, make_batch: Callable[[jax.Array], Mapping[str, jax.Array]], **kwargs
+) -> tuple[TrainState, TrainMetrics]:
+    """`train_step` on this device's slice of the batch of `state.step`, drawn right here
+    (data.source='device': `make_batch` is `geojax.data.device.local_batch` bound to the config)."""
+    return train_step(state, make_batch(state.step), **kwargs)
+
+
+def device_batch_maker(config: ml_collections.ConfigDict) -> Callable[[jax.Array], Any]:
+    """Per-device batch of a step for data.source='device' (see `geojax.data.device`)."""
+    from geojax.data import device
+
+    return functools.partial(device.local_batch, config.data, batch_size=config.batch_size,
+                             seed=config.seed, axis_name=DATA_AXIS)
+
+
 def make_parallel_steps(
-    mesh: Mesh, model: nn.Module, tx: optax.GradientTransformation, label_smoothing: float
+    mesh: Mesh,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    label_smoothing: float,
+    make_batch: Callable[[jax.Array], Any] | None = None,
 ) -> tuple[Callable, Callable]:
     """Jitted data-parallel train and predict steps: state replicated, batch split on 'data'.
 
-    The train step donates the incoming state's buffers.
+    The train step is `step(state, batch)`, or `step(state)` with `make_batch` (the batch is
+    then drawn on the devices from `state.step`: `device_data_train_step`). It donates the
+    incoming state's buffers.
     """
+    step_fn = functools.partial(train_step, model=model, tx=tx, label_smoothing=label_smoothing)
+    in_specs: tuple = (P(), P(DATA_AXIS))
+    if make_batch is not None:
+        step_fn = functools.partial(device_data_train_step, make_batch=make_batch, model=model,
+                                    tx=tx, label_smoothing=label_smoothing)
+        in_specs = (P(),)
     parallel_train = jax.shard_map(
-        functools.partial(train_step, model=model, tx=tx, label_smoothing=label_smoothing),
-        mesh=mesh,
-        in_specs=(P(), P(DATA_AXIS)),
-        out_specs=(P(), P()),
+        step_fn, mesh=mesh, in_specs=in_specs, out_specs=(P(), P())
     )
     parallel_predict = jax.shard_map(
         functools.partial(predict_step, model=model),
@@ -646,19 +673,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         logging.info("Resumed from step %d in %s", int(state.step), manager.directory)
     start_step = int(state.step)
 
-    p_train_step, p_predict = make_parallel_steps(mesh, model, tx, config.label_smoothing)
+    on_device = config.data.source == "device"
+    p_train_step, p_predict = make_parallel_steps(
+        mesh, model, tx, config.label_smoothing,
+        make_batch=device_batch_maker(config) if on_device else None,
+    )
     val_split = pipeline.eval_split(config.data, "val")
     eval_batch_size = config.eval_batch_size or config.batch_size
 
-    stream = pipeline.train_batches(
-        config.data,
-        config.batch_size,
-        seed=config.seed,
-        start_step=start_step,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    batches = global_batches(stream, mesh)
+    if on_device:  # the step draws its own batch from state.step: nothing to feed
+        stream = contextlib.nullcontext()
+        batches: Iterator[tuple] = itertools.repeat(())
+    else:
+        stream = pipeline.train_batches(
+            config.data,
+            config.batch_size,
+            seed=config.seed,
+            start_step=start_step,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        batches = ((batch,) for batch in global_batches(stream, mesh))
     from clu import metric_writers, periodic_actions  # TensorFlow comes with them
 
     report_progress = periodic_actions.ReportProgress(
@@ -675,7 +710,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     with metric_writers.ensure_flushes(writer), stream:
         while step < config.total_steps and not progress["stopped_early"]:
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, step_metrics = p_train_step(state, next(batches))
+                state, step_metrics = p_train_step(state, *next(batches))
             step += 1
             train_metrics = (
                 step_metrics if train_metrics is None else train_metrics.merge(step_metrics)

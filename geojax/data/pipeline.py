@@ -9,8 +9,9 @@ process of a multi-host run gets its own slice of the global batch. Batches hold
 rendered from its own seeds (never drawn in training).
 
 Sources (`config.source`): 'stream' renders every sample; 'folder' reads `config.dir` in the
-layout of `geojax.data.dataset` (our generated data or real images); 'device' is reserved for the
-accelerator-resident renderer.
+layout of `geojax.data.dataset` (our generated data or real images); 'device' renders and
+augments on the accelerators inside the train step (`geojax.data.device`, augmented by the ops
+of `config.device_ops`); its evaluation splits are the stream's, so all sources are scored alike.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from geojax.data.augment import augment, train_augmentation
 from geojax.data.dataset import SPLITS, list_folder, load_folder, read_sample, stack_samples
 from geojax.data.render import render_shape
 
-SOURCES = ("stream", "folder")
+SOURCES = ("stream", "folder", "device")
+# source='device': the counterpart of augment.train_augmentation in the ops of
+# geojax.data.device_augment (text here: this module must not load JAX).
+DEFAULT_DEVICE_OPS = ("flip_lr|rot90|affine(scale=(0.8, 1.0), p=0.5)"
+                      "|brightness_contrast(0.25, 0.3, p=0.5)|hsv(25, 40, 20, p=0.4)"
+                      "|gray(p=0.1)|invert(p=0.1)|blur((0.3, 1.5), p=0.2)"
+                      "|noise((0.02, 0.08), p=0.2)")
 _EVAL_STREAM_ID = {"val": 1001, "test": 1002}  # apart from the dataset writer's (seed, label, i)
 Batch = dict[str, np.ndarray]
 
@@ -37,7 +44,7 @@ Batch = dict[str, np.ndarray]
 def default_data_config() -> ml_collections.ConfigDict:
     """Every field the data pipeline reads, with defaults."""
     return ml_collections.ConfigDict({
-        "source": "stream",  # 'stream' | 'folder'
+        "source": "stream",  # 'stream' | 'folder' | 'device'
         "dir": "",  # the dataset folder for source='folder'
         "img_size": 64,
         "augment": True,
@@ -45,7 +52,9 @@ def default_data_config() -> ml_collections.ConfigDict:
         "size_range": (0.3, 0.95),  # shape extent as a fraction of the frame
         "workers": 2,  # loader processes; 0 renders in the calling process
         "prefetch": 4,  # batches in flight
-        "eval_size": 500,  # images per rendered val/test split (source='stream')
+        "eval_size": 500,  # images per rendered val/test split (source='stream' or 'device')
+        # source='device': augmentation ops, '|'-separated (geojax.data.device_augment)
+        "device_ops": DEFAULT_DEVICE_OPS,
     })
 
 
@@ -59,6 +68,11 @@ def check_data_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"data.img_size must be >= 8, got {config.img_size}")
     if int(config.workers) < 0 or int(config.prefetch) < 1:
         raise ValueError("data.workers must be >= 0 and data.prefetch >= 1")
+    if config.source == "device":
+        # Imported here: loader worker processes import this module and must not load JAX.
+        from geojax.data.device_augment import compose
+
+        compose(config.device_ops)  # fails naming a bad op
 
 
 class _BatchMaker:
@@ -179,6 +193,9 @@ def train_batches(
 ) -> BatchStream:
     """Training batches {'image': uint8 [B/P, S, S, 3], 'label': int32 [B/P]} from `start_step`
     on, for process `process_index` of `process_count` (B = global `batch_size`)."""
+    if config.source == "device":
+        raise ValueError("data.source='device' batches are made on the accelerators: use "
+                         "geojax.data.device.batch_fn (the trainer does), not train_batches")
     return BatchStream(config, batch_size, seed, start_step, process_index, process_count)
 
 

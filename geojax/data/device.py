@@ -1,0 +1,85 @@
+"""Training batches made on the accelerators themselves (`config.data.source = 'device'`).
+
+Sample i of step s is a pure function of (seed, s, i): its key is the seed's key folded with
+the step and the GLOBAL sample index, so the global batch is the same on any number of devices
+and a resumed run needs nothing but the step. Inside `jax.shard_map` over the mesh axis
+'data', each device draws its own slice (`local_batch`, from `lax.axis_index`); nothing crosses
+the host. A sample is drawn by `geojax.data.device_render` and augmented by the ops of
+`config.device_ops` (`geojax.data.device_augment`) when `config.augment` is set; its box is
+the drawn mask's, moved by the augmentation's geometry.
+
+Batches: {'image': uint8 [B, S, S, 3], 'label': int32 [B], 'box': int32 [B, 4] (x0, y0, x1, y1),
+ends exclusive, as `geojax.data.render.mask_bbox`}.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from geojax.data import device_augment, device_render
+from geojax.data.render import MASK_THRESHOLD
+
+DEVICE_STREAM_ID = 2001  # apart from the CPU stream's and eval splits' seeds
+Batch = dict[str, jax.Array]
+
+
+def sample_key(seed: int | jax.Array, step: jax.Array, index: jax.Array) -> jax.Array:
+    """The key of global sample `index` of step `step`."""
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), DEVICE_STREAM_ID)
+    return jax.random.fold_in(jax.random.fold_in(key, step), index)
+
+
+def sample_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array], Batch]:
+    """`fn(key) -> one sample` for the data config: render, augment, box, quantise."""
+    size = int(config.img_size)
+    size_range = tuple(float(v) for v in config.size_range)
+    effects = bool(config.effects)
+    augment = device_augment.compose(config.device_ops) if config.augment else None
+
+    def make(key: jax.Array) -> Batch:
+        render_key, augment_key = jax.random.split(key)
+        drawn = device_render.render_sample(render_key, size, size_range, effects)
+        sample = {"image": drawn["image"], "label": drawn["label"],
+                  "box": device_augment.mask_box(drawn["mask"] >= MASK_THRESHOLD)}
+        if augment is not None:
+            sample = augment(augment_key, sample)
+        # Round half up, as geojax.data.render.finish_image.
+        return {**sample, "image": jnp.clip(sample["image"] + 0.5, 0, 255).astype(jnp.uint8)}
+
+    return make
+
+
+def make_batch(config: ml_collections.ConfigDict, seed: int, step: jax.Array,
+               indices: jax.Array) -> Batch:
+    """The samples `indices` (global) of step `step`."""
+    keys = jax.vmap(lambda i: sample_key(seed, step, i))(indices)
+    return jax.vmap(sample_fn(config))(keys)
+
+
+def local_batch(config: ml_collections.ConfigDict, step: jax.Array, *, batch_size: int,
+                seed: int, axis_name: str) -> Batch:
+    """This device's slice of the global batch of `step`; call inside shard_map over
+    `axis_name` (a mesh of n devices: batch_size / n samples each, in device order)."""
+    shards = lax.axis_size(axis_name)
+    if batch_size % shards:
+        raise ValueError(f"batch size {batch_size} is not divisible by the {shards} devices")
+    local = batch_size // shards
+    first = lax.axis_index(axis_name) * local
+    return make_batch(config, seed, step, first + jnp.arange(local))
+
+
+def batch_fn(config: ml_collections.ConfigDict, mesh: Mesh, batch_size: int, seed: int,
+             axis_name: str = "data") -> Callable[[jax.Array], Batch]:
+    """Jitted `fn(step) -> global batch` sharded over `axis_name` of `mesh` (each device
+    renders its own slice)."""
+    per_device = functools.partial(local_batch, config, batch_size=batch_size, seed=seed,
+                                   axis_name=axis_name)
+    return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P(), out_specs=P(axis_name)))

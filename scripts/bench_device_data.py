@@ -1,0 +1,190 @@
+"""Does the accelerator wait for data? Train-step images/s with device data vs the CPU loader.
+
+    python scripts/bench_device_data.py [--config custom] [--batch_size 256] [--img_size 224]
+                                        [--steps 20] [--dtype bfloat16] [--workers N]
+                                        [--skip_cpu_loader] [--skip_torch]
+
+In one run, on the same devices and the same config (experiments/NAME.py):
+  (a) bare train step on a fixed batch already on the devices (the ceiling),
+  (b) end-to-end device data: render + augment + train in one jitted step (data.source='device'),
+  (c) device render + augment alone,
+  (d) the CPU loader (geojax.data.pipeline.train_batches, --workers processes) alone,
+  (e) PyTorch: the same SE-ResNet, full train step (scripts/torch_se_resnet.py), eager and
+      torch.compile, when torch and that file are present.
+Prints a markdown table with each figure's ratio to (a). Compilation is excluded everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+SCRIPTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS.parent))
+sys.path.insert(0, str(SCRIPTS))
+
+from bench_train import load_experiment  # noqa: E402
+
+from geojax import NUM_CLASSES, train  # noqa: E402
+from geojax.data import device, pipeline  # noqa: E402
+
+
+def say(*args: object) -> None:
+    print(*args, flush=True)
+
+
+def timed(run: Callable[[int], object], steps: int) -> float:
+    """Seconds per call of run(i) over `steps` calls after one warm-up call (compilation)."""
+    jax.block_until_ready(run(0))
+    start = time.perf_counter()
+    out = None
+    for i in range(1, steps + 1):
+        out = run(i)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / steps
+
+
+def train_rates(config, steps: int) -> tuple[float, float]:
+    """Images/s of (a) the bare step on a fixed on-device batch, (b) the device-data step."""
+    batch_size, size = config.batch_size, config.data.img_size
+    mesh = train.create_mesh()
+    model = train.create_model(config)
+    tx = train.create_optimizer(config, train.create_learning_rate_fn(config), model)
+    replicated = NamedSharding(mesh, P())
+
+    def fresh_state():
+        state = train.create_train_state(jax.random.PRNGKey(0), config, model, tx)
+        return jax.device_put(state, replicated)
+
+    rng = np.random.default_rng(0)
+    batch = next(train.global_batches(iter([{
+        "image": rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8),
+        "label": rng.integers(0, NUM_CLASSES, (batch_size,), dtype=np.int32),
+    }]), mesh))
+    bare_step, _ = train.make_parallel_steps(mesh, model, tx, config.label_smoothing)
+    holder = {"state": fresh_state()}
+
+    def bare(_):
+        holder["state"], metrics = bare_step(holder["state"], batch)
+        return metrics
+
+    bare_s = timed(bare, steps)
+    device_step, _ = train.make_parallel_steps(mesh, model, tx, config.label_smoothing,
+                                               make_batch=train.device_batch_maker(config))
+    holder["state"] = fresh_state()
+
+    def on_device(_):
+        holder["state"], metrics = device_step(holder["state"])
+        return metrics
+
+    device_s = timed(on_device, steps)
+    return batch_size / bare_s, batch_size / device_s
+
+
+def device_data_rate(config, steps: int) -> float:
+    """(c) images/s of render + augment alone, sharded over all devices."""
+    make = device.batch_fn(config.data, train.create_mesh(), config.batch_size, config.seed)
+    return config.batch_size / timed(lambda i: make(i), steps)
+
+
+def cpu_loader_rate(config, steps: int) -> float:
+    """(d) images/s of the CPU loader (render + albumentations in worker processes)."""
+    data = config.data.copy_and_resolve_references()
+    data.source = "stream"
+    data.prefetch = max(int(data.prefetch), 2 * int(data.workers))
+    with pipeline.train_batches(data, config.batch_size, seed=0) as stream:
+        for _ in range(max(1, int(data.workers))):  # let every worker start and warm up
+            next(stream)
+        start = time.perf_counter()
+        for _ in range(steps):
+            next(stream)
+        return config.batch_size * steps / (time.perf_counter() - start)
+
+
+def torch_rates(batch_size: int, img_size: int, steps: int, dtype: str) -> dict[str, float]:
+    """(e) PyTorch images/s, eager and compiled; {} with a note when unavailable."""
+    try:
+        import torch
+        from torch_se_resnet import bench_torch
+    except ImportError as e:
+        say(f"note: no PyTorch column ({e})")
+        return {}
+    torch_device = "cuda" if torch.cuda.is_available() else "cpu"
+    rates = {}
+    for compile_ in (False, True):
+        name = "PyTorch torch.compile" if compile_ else "PyTorch eager"
+        try:
+            rates[name] = bench_torch(batch_size, img_size, steps, compile=compile_,
+                                      device=torch_device, dtype=dtype)
+        except Exception as e:  # a failed torch run must not lose the JAX figures
+            say(f"note: {name} failed: {type(e).__name__}: {e}")
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="custom", help="experiments/NAME.py")
+    parser.add_argument("--batch_size", type=int, default=0, help="0: the config's")
+    parser.add_argument("--img_size", type=int, default=0, help="0: the config's")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--dtype", default="", help="model compute dtype, e.g. bfloat16")
+    parser.add_argument("--workers", type=int, default=-1, help="-1: config.data.workers")
+    parser.add_argument("--skip_cpu_loader", action="store_true")
+    parser.add_argument("--skip_torch", action="store_true")
+    args = parser.parse_args()
+
+    config = load_experiment(args.config)
+    if args.batch_size:
+        config.batch_size = args.batch_size
+    if args.img_size:
+        config.data.img_size = args.img_size
+    if args.dtype:
+        config.model.dtype = args.dtype
+    if args.workers >= 0:
+        config.data.workers = args.workers
+    config.data.source = "device"
+    pipeline.check_data_config(config.data)
+    devices = jax.devices()
+    say(f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), jax "
+        f"{jax.__version__}; config {args.config}, batch {config.batch_size}, "
+        f"{config.data.img_size} px, dtype {config.model.dtype}, augment "
+        f"{config.data.augment}, effects {config.data.effects}, steps {args.steps}")
+
+    rows: list[tuple[str, float]] = []
+    bare, end_to_end = train_rates(config, args.steps)
+    rows.append(("(a) bare train step, batch on device", bare))
+    say(f"(a) {bare:.0f} images/s")
+    rows.append(("(b) device data + train step (one jitted step)", end_to_end))
+    say(f"(b) {end_to_end:.0f} images/s")
+    data_only = device_data_rate(config, args.steps)
+    rows.append(("(c) device render + augment alone", data_only))
+    say(f"(c) {data_only:.0f} images/s")
+    if not args.skip_cpu_loader:
+        workers = int(config.data.workers)
+        loader = cpu_loader_rate(config, max(2, args.steps // 2))
+        rows.append((f"(d) CPU loader alone, {workers} workers", loader))
+        say(f"(d) {loader:.0f} images/s")
+    torch_figures = {} if args.skip_torch else torch_rates(
+        config.batch_size, int(config.data.img_size), args.steps, str(config.model.dtype))
+    for name, rate in torch_figures.items():
+        rows.append((f"(e) {name} train step", rate))
+        say(f"(e) {name}: {rate:.0f} images/s")
+
+    say("\n| what | images/s | vs (a) |\n|---|---|---|")
+    for name, rate in rows:
+        say(f"| {name} | {rate:,.0f} | {rate / bare:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The accelerator checks, as one prepared run on a lent GPU machine (BENCHMARKS.md):
+#
+#   bash scripts/gpu_checks.sh OUT_DIR      # from the repo root; wheels for what the machine
+#                                           # lacks in .whl/ (see BENCHMARKS.md, "GPU")
+#
+# 1. device data: bare train step vs render+augment+train in one step vs the CPU loader vs
+#    PyTorch torch.compile (custom: SE-ResNet, 224 px, bf16);
+# 2. bench_train: every experiment's train step at its input size, PyTorch beside SE-ResNet,
+#    and the CPU loader against the step;
+# 3. the custom model trained on device data for a few thousand steps, judged on held-out
+#    images from the independent PIL renderer (scripts/heldout_shapes.py).
+# Each part has its own time limit, so one slow part cannot take the others' output with it.
+set -uo pipefail
+OUT_DIR=${1:-/tmp/gpu_checks}
+mkdir -p "$OUT_DIR"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+export XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=2
+nvidia-smi -L
+python3 -c "import jax, flax, optax, torch; print('jax', jax.__version__, jax.devices(), \
+'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__)"
+
+part() {  # part NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  echo "=== $name (limit ${limit}s): $*"
+  local start=$SECONDS
+  timeout "$limit" "$@" 2>&1 | tee "$OUT_DIR/$name.log" | grep -v "^WARNING\|^I0000\|^W0000"
+  echo "=== $name: rc=${PIPESTATUS[0]} in $((SECONDS - start)) s"
+}
+
+part device_data 150 python3 scripts/bench_device_data.py --config custom --batch_size 256 \
+  --dtype bfloat16 --steps 30 --workers 16
+part bench_train 200 python3 scripts/bench_train.py --batch_size 256 --dtype bfloat16 \
+  --steps 20 --workers 16 --loader_batches 20
+part heldout 120 python3 scripts/gpu_heldout.py --config custom --steps 1500 --batch_size 128

@@ -1,0 +1,108 @@
+"""On-device augmentation: ops from a spec string, labels kept, boxes follow the geometry."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from geojax.data import device_augment, render_shape
+from geojax.data.pipeline import DEFAULT_DEVICE_OPS
+from geojax.data.render import mask_bbox
+
+SIZE = 32
+
+
+def _samples(n: int, size: int = SIZE):
+    """CPU-rendered shapes as device samples, with their masks and boxes."""
+    shapes = [render_shape(np.random.default_rng(i), size) for i in range(n)]
+    batch = {
+        "image": jnp.asarray(np.stack([s.image for s in shapes]), jnp.float32),
+        "box": jnp.asarray([s.bbox for s in shapes], jnp.int32),
+        "label": jnp.asarray([s.label for s in shapes], jnp.int32),
+    }
+    return shapes, batch
+
+
+@functools.cache
+def _compiled(spec: str):
+    return jax.jit(jax.vmap(device_augment.compose(spec)))
+
+
+def _apply(spec: str, batch, seed: int = 0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(batch["label"]))
+    out = jax.tree.map(np.asarray, _compiled(spec)(keys, batch))
+    return out, out["box"]
+
+
+def test_flips_and_quarter_turns_move_pixels_and_boxes_exactly():
+    shapes, batch = _samples(12)
+    out, boxes = _apply("flip_lr(p=1.0)|rot90", batch)
+    for i, shape in enumerate(shapes):
+        mirrored = shape.image[:, ::-1]
+        # Exactly one of the four turns of the mirrored image (bilinear at whole pixels).
+        turns = [k for k in range(4) if np.array_equal(out["image"][i], np.rot90(mirrored, k))]
+        assert len(turns) == 1, i
+        assert tuple(boxes[i]) == mask_bbox(np.rot90(shape.mask[:, ::-1], turns[0]))
+    assert np.array_equal(out["label"], batch["label"])
+
+
+def test_uniform_scale_keeps_the_shape_whole_and_scales_its_box_about_the_centre():
+    shapes, batch = _samples(12, 48)
+    out, boxes = _apply("affine(scale=0.8)", batch)
+    centre = (48 - 1) / 2
+    for i, shape in enumerate(shapes):
+        x0, y0, x1, y1 = shape.bbox
+        # Pixel i spans [i - 0.5, i + 0.5]: scale the covered extent, not the indices.
+        lo = centre + 0.8 * (np.array([x0, y0]) - 0.5 - centre)
+        hi = centre + 0.8 * (np.array([x1, y1]) - 0.5 - centre)
+        assert np.abs(boxes[i][:2] - 0.5 - lo).max() <= 0.5, (i, boxes[i], lo, hi)
+        assert np.abs(boxes[i][2:] - 0.5 - hi).max() <= 0.5, (i, boxes[i], lo, hi)
+        # The picture shrank with the box: the shape's pixels (unlike the background's) lie
+        # inside it, and the frame's border rows show background only.
+        inside = np.zeros((48, 48), bool)
+        inside[boxes[i][1]:boxes[i][3], boxes[i][0]:boxes[i][2]] = True
+        far = out["image"][i][~inside].reshape(-1, 3)
+        border = np.concatenate([out["image"][i][0], out["image"][i][-1]])
+        assert np.abs(border.mean(0) - far.mean(0)).max() < 25, i
+    assert np.array_equal(out["label"], batch["label"])
+
+
+def test_the_default_ops_keep_labels_boxes_inside_and_pixels_in_range():
+    shapes, batch = _samples(32)
+    out, boxes = _apply(DEFAULT_DEVICE_OPS, batch)
+    again, _ = _apply(DEFAULT_DEVICE_OPS, batch)
+    other, _ = _apply(DEFAULT_DEVICE_OPS, batch, seed=1)
+    assert np.array_equal(out["image"], again["image"])  # the key fixes everything
+    assert not np.array_equal(out["image"], other["image"])
+    assert np.array_equal(out["label"], batch["label"])
+    assert out["image"].min() >= 0 and out["image"].max() <= 255
+    for i, shape in enumerate(shapes):
+        x0, y0, x1, y1 = boxes[i]
+        assert 0 <= x0 < x1 <= SIZE and 0 <= y0 < y1 <= SIZE
+        # Flips, turns and shrinking keep the shape whole: its box keeps its size or shrinks
+        # to 0.8 of it (sides swap with a quarter turn).
+        before = sorted(np.subtract(shape.bbox[2:], shape.bbox[:2]))
+        after = sorted([x1 - x0, y1 - y0])
+        assert all(0.8 * b - 1 <= a <= b for a, b in zip(after, before, strict=True)), i
+    # The photometric ops changed pictures, and not always the same way.
+    changed = np.abs(out["image"] - np.asarray(batch["image"])).mean(axis=(1, 2, 3))
+    assert (changed > 1).mean() > 0.5
+
+
+def test_hsv_round_trip_is_the_identity():
+    rgb = jax.random.uniform(jax.random.PRNGKey(0), (500, 3), maxval=255.0)
+    h, s, v = device_augment.rgb_to_hsv(rgb)
+    np.testing.assert_allclose(device_augment.hsv_to_rgb(h, s, v), rgb, atol=1e-3)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("flip_lr|shear_x(10)", "unknown op 'shear_x'; valid: flip_lr"),
+    ("affine(scale=(0.8,)", "cannot read op"),
+    ("blur(sigma=-1.0)", "bad arguments for blur"),
+    ("noise(strength=3)", "bad arguments for noise"),
+])
+def test_bad_op_specs_fail_naming_the_op(spec, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        device_augment.compose(spec)

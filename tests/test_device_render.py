@@ -1,0 +1,103 @@
+"""The JAX renderer draws what the OpenCV renderer draws, for the same geometric parameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from geojax import CLASSES
+from geojax.data import device_render, render, shapes
+from geojax.data.device_augment import mask_box
+
+SEEDS = 4
+
+
+def _params_and_widths(size: int):
+    """SEEDS shapes of every class with the CPU sampler, and stroke widths from the renderer's
+    range (as the CPU actually strokes them)."""
+    params, widths = [], []
+    for name in CLASSES:
+        for seed in range(SEEDS):
+            rng = np.random.default_rng([size, seed])
+            p = shapes.sample_shape(rng, name, (size, size))
+            params.append(p)
+            width = float(rng.uniform(1.0, max(1.5, 0.12 * p.radius)))
+            widths.append(device_render.cpu_stroke_width(width))
+    return params, widths
+
+
+def _device_coverage(params, widths, size):
+    geometry = jax.tree.map(lambda *x: jnp.stack(x),
+                            *[device_render.geometry_from_params(p) for p in params])
+
+    @jax.jit
+    @jax.vmap
+    def cover(g, w):
+        return device_render.coverage(device_render.signed_distance(g, size), w)
+
+    fill, stroke = cover(geometry, jnp.asarray(widths))
+    return np.asarray(fill), np.asarray(stroke)
+
+
+def _iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+@pytest.mark.parametrize("size", [64, 224])
+def test_filled_shapes_match_the_opencv_renderer_for_every_class(size):
+    params, widths = _params_and_widths(size)
+    fill, stroke = _device_coverage(params, widths, size)
+    for i, p in enumerate(params):
+        outline = shapes.shape_outline(p)
+        cpu_fill, _ = render.coverage(outline, (size, size),
+                                      render.ShapeStyle(fill=(255, 255, 255), stroke=None))
+        cpu, dev = cpu_fill >= render.MASK_THRESHOLD, fill[i] >= render.MASK_THRESHOLD
+        assert _iou(cpu, dev) >= 0.98, (p.name, size, i)
+        box = np.asarray(mask_box(jnp.asarray(dev)))
+        # A star's tip can be a 20-degree wedge: pixels whose centres it holds are less than
+        # half covered, which a distance-based coverage (exact along edges) overestimates.
+        tolerance = 2 if p.name == "star" else 1
+        assert np.abs(box - render.mask_bbox(cpu)).max() <= tolerance, (p.name, size, i)
+
+        # Outlines are bands 1-13 px wide: a 1/16 px difference between the CPU's 8x8
+        # sub-samples and exact distances moves whole rows of thin-band pixels across the
+        # half-coverage threshold, so the soft coverage is compared (and the box).
+        _, cpu_stroke = render.coverage(outline, (size, size), render.ShapeStyle(
+            fill=None, stroke=(255, 255, 255), stroke_width=widths[i]))
+        soft_iou = np.minimum(cpu_stroke, stroke[i]).sum() / np.maximum(cpu_stroke, stroke[i]).sum()
+        assert soft_iou >= 0.9, (p.name, size, i, soft_iou)
+        dev_box = np.asarray(mask_box(jnp.asarray(stroke[i] >= render.MASK_THRESHOLD)))
+        cpu_box = render.mask_bbox(cpu_stroke >= render.MASK_THRESHOLD)
+        assert np.abs(dev_box - cpu_box).max() <= 1, (p.name, size, i)
+
+
+def test_sampled_geometry_follows_the_class_rules_and_stays_in_the_frame():
+    size = 64
+    labels = jnp.arange(200) % len(CLASSES)
+    keys = jax.random.split(jax.random.PRNGKey(0), 200)
+    geometry = jax.jit(jax.vmap(
+        lambda k, label: device_render.sample_geometry(k, label, size)))(keys, labels)
+    g = jax.tree.map(np.asarray, geometry)
+    names = np.asarray(CLASSES)[g["label"]]
+    elongated = np.isin(names, ["rectangle", "ellipse"])
+    assert np.all((g["aspect"][elongated] >= shapes.ELONGATION_MIN)
+                  & (g["aspect"][elongated] <= shapes.ELONGATION_MAX))
+    assert np.all(g["aspect"][np.isin(names, ["circle", "square"])] == 1.0)
+    acute = np.degrees(2 * np.arctan(1 / g["aspect"][names == "rhombus"]))
+    assert np.all((acute >= 39.99) & (acute <= 70.01))
+    angles = g["angles"][names == "triangle"]
+    assert np.allclose(angles.sum(1), np.pi, atol=1e-5)
+    assert angles.min() >= np.radians(shapes.TRIANGLE_MIN_ANGLE_DEG) - 1e-5
+    inner = g["inner_ratio"][names == "star"]
+    assert np.all((inner >= 0.3) & (inner <= 0.6))
+    radius_fraction = 2 * g["radius"] / size
+    assert radius_fraction.min() < 0.4 and radius_fraction.max() > 0.85
+    # The outline plus the style margin lies inside the frame, as with the CPU sampler (whose
+    # largest radius leaves the far side up to a pixel short of the full margin).
+    for i in range(200):
+        p = shapes.ShapeParams(int(g["label"][i]), tuple(g["center"][i]), float(g["radius"][i]),
+                               float(g["rotation"][i]), float(g["aspect"][i]),
+                               tuple(g["angles"][i]), float(g["inner_ratio"][i]))
+        pts = shapes.shape_outline(p)
+        margin = shapes.style_margin(p.radius) - 1e-3
+        assert pts.min() >= margin and pts.max() <= size - margin, (p, pts.min(), pts.max())
