@@ -3,7 +3,8 @@
 Seed README, "Custom CNN Architecture": 7x7/2 stem (64 filters, BatchNorm, ReLU, 3x3/2 max-pool),
 four stages of 2, 3, 4, 3 blocks at 64, 128, 256, 512 filters, stride 2 at the first block of
 stages 2-4. Block: conv3x3+BN+ReLU, conv3x3+BN, SE, add the skip (1x1 conv + BN where the shape
-changes), ReLU, Dropout. The seed's L2 regularisation is weight decay in the optimiser here.
+changes), ReLU, Dropout; the dropout moved onto the residual branch here (see the block). The
+seed's L2 regularisation is weight decay in the optimiser here.
 """
 
 import functools
@@ -38,7 +39,7 @@ class SqueezeExcite(nn.Module):
 
 
 class SEResidualBlock(nn.Module):
-    """conv3x3+BN+ReLU, conv3x3+BN, SE, + skip, ReLU, Dropout."""
+    """conv3x3+BN+ReLU, conv3x3+BN, SE, Dropout, + skip, ReLU."""
 
     filters: int
     strides: int
@@ -57,12 +58,15 @@ class SEResidualBlock(nn.Module):
         y = self.conv(self.filters, (3, 3), name="conv2")(y)
         y = self.norm(name="bn2")(y)
         y = SqueezeExcite(self.se_reduction, self.dtype, self.param_dtype, name="se")(y)
+        # Dropout on the residual branch, not after the add: dropping the sum (the seed's
+        # order) drops the identity path too, 12 times over, and the network does not train
+        # (loss stays at ln 10 for thousands of steps; see DESIGN.md).
+        y = nn.Dropout(self.dropout, deterministic=not train)(y)
         skip = x
         if skip.shape != y.shape:
             skip = self.conv(self.filters, (1, 1), strides=strides, name="proj_conv")(x)
             skip = self.norm(name="proj_bn")(skip)
-        y = nn.relu(y + skip)
-        return nn.Dropout(self.dropout, deterministic=not train)(y)
+        return nn.relu(y + skip)
 
 
 class SEResNetBackbone(Backbone):
@@ -79,7 +83,7 @@ class SEResNetBackbone(Backbone):
     stage_widths: Sequence[int] = (64, 128, 256, 512)
     stage_depths: Sequence[int] = (2, 3, 4, 3)
     se_reduction: int = 16
-    block_dropout: float = 0.3
+    block_dropout: float = 0.0
 
     @property
     def block_names(self) -> tuple[str, ...]:
