@@ -8,13 +8,15 @@ Proposal recall (model-free): the fraction of ground-truth boxes that some propo
 IoU >= 0.5, an upper bound on detection recall. With `--model`, every scene goes through
 `geojax.detect.detect` (NMS at `--iou`): mAP@0.5 is computed over all detections (confidence
 threshold 0), precision and recall over those at `--confidence`. Scenes come from
-`compose_scene` with seeds `--seed`, `--seed` + 1, ...: every method sees the same images.
+`compose_scene` with seeds `--seed`, `--seed` + 1, ...: every method sees the same images. (The
+contour detector's settings were tuned on seeds 50000-50199; the default seeds are others.)
 Prints one markdown table; times are means per image on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -99,6 +101,7 @@ def main() -> int:
         rows.append((method, row))
     num_boxes = sum(len(s.boxes) for s in scenes)
     source = f", model: {predictor.source}" if predictor else ""
+    print(f"$ python {shlex.join(['scripts/bench_detection.py', *sys.argv[1:]])}\n")
     print(f"{len(scenes)} scenes {args.width}x{args.height}, {num_boxes} shapes{source}\n")
     columns = list(rows[0][1])
     print("| method | " + " | ".join(columns) + " |")
