@@ -69,3 +69,28 @@ def tiny_saved_model(tmp_path_factory) -> Path:
                                warmup_images=[encode_png(s) for s in tiny_samples(2)])
             incoming.rename(target)
     return target
+
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory) -> Path:
+    """A workdir `geojax.evaluate` and `train.load_for_inference` read: experiments/quick.py at
+    the size of `tests.train_setup.TINY` (config.json) and its initial state as checkpoint 0,
+    ranked best. Untrained, so it costs no compilation; train for a model that learned."""
+    import jax
+
+    from geojax import train
+    from tests.train_setup import TINY, load_config
+
+    config = load_config("quick", TINY)
+    workdir = tmp_path_factory.mktemp("tiny_workdir")
+    train.write_config(config, str(workdir))
+    model = train.create_model(config)
+    tx = train.create_optimizer(config, train.create_learning_rate_fn(config), model)
+    state = train.create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
+    manager = train.create_checkpoint_manager(str(workdir), config)
+    progress = {"best_accuracy": 0.0, "best_step": 0, "stopped_early": False}
+    train.save_checkpoint(manager, state, progress, {"accuracy": 0.0})
+    manager.wait_until_finished()
+    manager.close()
+    return workdir
