@@ -71,6 +71,8 @@ def test_kernel_grad_formulations_match_lax(ksize, stride, padding):
         (7, 2, EXPLICIT, 25),  # 3 input channels: im2col
         (1, 2, "SAME", 9),  # 1x1: always the GEMM
         (3, 1, EXPLICIT, 5),  # few output pixels: lax's weight gradient
+        (3, 1, "SAME", 4),  # 4x2 output, narrower than the kernel: patches x weights
+        (3, 2, "SAME", 4),  # 2x1 output, strided: patches x weights
     ],
 )
 def test_conv2d_matches_lax_under_jit(ksize, stride, padding, side):

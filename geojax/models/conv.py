@@ -95,7 +95,39 @@ def conv2d(
     # devices; a custom_vjp must be handed operands that already agree.
     axes = _varying_axes(x) | _varying_axes(kernel)
     x, kernel = (_make_varying(v, axes) for v in (x, kernel))
+    kh, kw = kernel.shape[:2]
+    ho, wo = (_out_size(x.shape[1 + a], kernel.shape[a], strides[a], pads[a]) for a in (0, 1))
+    if ho < kh or wo < kw:
+        return _patches_conv(x, kernel, strides, pads, precision)
     return _conv2d(x, kernel, strides, pads, precision)
+
+
+def _out_size(size: int, ksize: int, stride: int, pad: tuple[int, int]) -> int:
+    return (size + pad[0] + pad[1] - ksize) // stride + 1
+
+
+def _patches_conv(
+    x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads2D, precision: Any
+) -> jax.Array:
+    """The convolution as one matrix product of the kh*kw shifted inputs with the kernel.
+
+    For output maps smaller than the kernel (an SE-ResNet's last stage at 64 px: 3x3 on 2x2),
+    where XLA:CPU's convolution is pathologically slow: 3x3 512->512 on a 2x2 map, batch 32,
+    293 ms forward vs 9.7 ms on a 3x3 map; as patches x weights 6.7 ms (BENCHMARKS.md). The
+    patches are small exactly there; autodiff gives both gradients (slices and a dot).
+    """
+    kh, kw, cin, cout = kernel.shape
+    n = x.shape[0]
+    ho, wo = (_out_size(x.shape[1 + a], kernel.shape[a], strides[a], pads[a]) for a in (0, 1))
+    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    sh, sw = strides
+    taps = [
+        lax.slice(x, (0, i, j, 0), (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, cin),
+                  (1, sh, sw, 1))
+        for i in range(kh) for j in range(kw)
+    ]
+    patches = jnp.concatenate(taps, axis=-1)  # [n, ho, wo, kh*kw*cin], tap-major like HWIO
+    return jnp.dot(patches, kernel.reshape(kh * kw * cin, cout), precision=precision)
 
 
 def _varying_axes(v: jax.Array) -> frozenset[str]:
