@@ -2,7 +2,8 @@
 
 Clean means no renderer effects (blur, noise, JPEG) and no augmentation, with shapes filling at
 least half the frame: the point is a fast end-to-end check of training, not the hardest task.
-Measured on the 2-core CPU machine: 99.6% test accuracy (498/500) in 3 min 24 s wall.
+Measured on the 2-core CPU machine (`make demo`, 2026-11-26): 99.8% test accuracy (499/500),
+training 3 min 01 s wall.
 """
 
 import ml_collections
