@@ -26,7 +26,6 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import jax
-import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -34,9 +33,9 @@ SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS.parent))
 sys.path.insert(0, str(SCRIPTS))
 
-from bench_train import load_experiment  # noqa: E402
+from bench_train import bench, bench_loader, load_experiment  # noqa: E402
 
-from geojax import NUM_CLASSES, train  # noqa: E402
+from geojax import train  # noqa: E402
 from geojax.data import device, pipeline  # noqa: E402
 
 
@@ -55,41 +54,21 @@ def timed(run: Callable[[int], object], steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def train_rates(config, steps: int) -> tuple[float, float]:
-    """Images/s of (a) the bare step on a fixed on-device batch, (b) the device-data step."""
-    batch_size, size = config.batch_size, config.data.img_size
+def device_step_rate(config, steps: int) -> float:
+    """(b) images/s of the device-data step: render + augment + train in one jitted step."""
     mesh = train.create_mesh()
     model = train.create_model(config)
     tx = train.create_optimizer(config, train.create_learning_rate_fn(config), model)
-    replicated = NamedSharding(mesh, P())
-
-    def fresh_state():
-        state = train.create_train_state(jax.random.PRNGKey(0), config, model, tx)
-        return jax.device_put(state, replicated)
-
-    rng = np.random.default_rng(0)
-    batch = next(train.global_batches(iter([{
-        "image": rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8),
-        "label": rng.integers(0, NUM_CLASSES, (batch_size,), dtype=np.int32),
-    }]), mesh))
-    bare_step, _ = train.make_parallel_steps(mesh, model, tx, config.label_smoothing)
-    holder = {"state": fresh_state()}
-
-    def bare(_):
-        holder["state"], metrics = bare_step(holder["state"], batch)
-        return metrics
-
-    bare_s = timed(bare, steps)
+    state = train.create_train_state(jax.random.PRNGKey(0), config, model, tx)
+    holder = {"state": jax.device_put(state, NamedSharding(mesh, P()))}
     device_step, _ = train.make_parallel_steps(mesh, model, tx, config.label_smoothing,
                                                make_batch=train.device_batch_maker(config))
-    holder["state"] = fresh_state()
 
     def on_device(_):
         holder["state"], metrics = device_step(holder["state"])
         return metrics
 
-    device_s = timed(on_device, steps)
-    return batch_size / bare_s, batch_size / device_s
+    return config.batch_size / timed(on_device, steps)
 
 
 def device_data_rate(config, steps: int) -> float:
@@ -98,18 +77,12 @@ def device_data_rate(config, steps: int) -> float:
     return config.batch_size / timed(lambda i: make(i), steps)
 
 
-def cpu_loader_rate(config, steps: int) -> float:
+def cpu_loader_rate(config, batches: int) -> float:
     """(d) images/s of the CPU loader (render + albumentations in worker processes)."""
-    data = config.data.copy_and_resolve_references()
-    data.source = "stream"
-    data.prefetch = max(int(data.prefetch), 2 * int(data.workers))
-    with pipeline.train_batches(data, config.batch_size, seed=0) as stream:
-        for _ in range(max(1, int(data.workers))):  # let every worker start and warm up
-            next(stream)
-        start = time.perf_counter()
-        for _ in range(steps):
-            next(stream)
-        return config.batch_size * steps / (time.perf_counter() - start)
+    stream_config = config.copy_and_resolve_references()
+    stream_config.data.source = "stream"
+    stream_config.data.prefetch = max(int(config.data.prefetch), 2 * int(config.data.workers))
+    return bench_loader(stream_config, batches)
 
 
 def torch_rates(batch_size: int, img_size: int, steps: int, dtype: str) -> dict[str, float]:
@@ -162,7 +135,8 @@ def main() -> None:
         f"{config.data.augment}, effects {config.data.effects}, steps {args.steps}")
 
     rows: list[tuple[str, float]] = []
-    bare, end_to_end = train_rates(config, args.steps)
+    bare = bench(config, args.steps)["images_per_s"]
+    end_to_end = device_step_rate(config, args.steps)
     rows.append(("(a) bare train step, batch on device", bare))
     say(f"(a) {bare:.0f} images/s")
     rows.append(("(b) device data + train step (one jitted step)", end_to_end))

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from demo import wait_for  # scripts/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE = ROOT / "runs" / "demo" / "models" / "geojax"
@@ -53,18 +54,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_ready(url: str, what: str, timeout: float = 180.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise SystemExit(f"{what} was not ready within {timeout:.0f} s")
 
 
 @contextlib.contextmanager
@@ -101,7 +90,8 @@ def servers(saved_model: Path, scratch: Path) -> Iterator[dict[str, Any]]:
     try:
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         for name, url in urls.items():
-            wait_ready(f"{url}/ready", f"the {name} proxy (log: {scratch / 'servers.log'})")
+            wait_for(f"{url}/ready", f"the {name} proxy (log: {scratch / 'servers.log'})",
+                     timeout=180)
         yield {"urls": urls, "grpc": f"127.0.0.1:{grpc_port}", "version": version}
     finally:
         for process in reversed(processes):

@@ -47,7 +47,8 @@ def port_is_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def wait_for(url: str, timeout: float = 120.0) -> None:
+def wait_for(url: str, what: str = "", timeout: float = 120.0) -> None:
+    """Polls `url` until it answers 200; exits naming `what` (default: the URL) on timeout."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -56,7 +57,7 @@ def wait_for(url: str, timeout: float = 120.0) -> None:
             if httpx.get(url, timeout=5).status_code == 200:
                 return
         time.sleep(0.5)
-    raise SystemExit(f"{url} did not become ready within {timeout:.0f} s (see {OUT}/*.log)")
+    raise SystemExit(f"{what or url} was not ready within {timeout:.0f} s")
 
 
 def main() -> None:
@@ -104,7 +105,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{args.proxy_port}"
         print(f"\nmodel server: gRPC :{args.grpc_port}, REST :{args.rest_port}; "
               f"proxy: {url} (logs in {OUT})", flush=True)
-        wait_for(f"{url}/ready")
+        wait_for(f"{url}/ready", f"{url}/ready (see {OUT}/*.log)")
         import httpx
 
         scene = OUT / "scenes" / "images" / "0000.png"
