@@ -328,7 +328,8 @@ def test_prometheus_scrapes_the_proxy_and_model_server_and_evaluates_the_alerts(
         try:
             wanted = {name for _, expr in dashboard_expressions() + alert_expressions()
                       for name in metric_names(expr)} - TF_SERVING_ONLY_METRICS
-            series = wait_for_series(api, wanted, process, tmp_path / "prometheus.log")
+            series = wait_for_series(api, wanted | {"up"}, process, tmp_path / "prometheus.log",
+                                     targets=len(config["scrape_configs"]))
             assert sorted(series["up"], key=lambda s: s["job"]) == [
                 {"job": "geojax-proxy", "value": 1.0}, {"job": "tf-serving", "value": 1.0}]
             # The proxy's calls reached the model server over gRPC, counted as TF Serving does.
@@ -350,13 +351,20 @@ def test_prometheus_scrapes_the_proxy_and_model_server_and_evaluates_the_alerts(
             process.wait(timeout=20)
 
 
-def wait_for_series(api: str, names: set[str], process, log: Path, timeout: float = 60):
-    """Query Prometheus until every metric in `names` has at least one series; returns each
-    name's series as label dicts (without __name__ and instance) with their values."""
+def wait_for_series(api: str, names: set[str], process, log: Path, targets: int,
+                    timeout: float = 60):
+    """Query Prometheus, once all `targets` have been scraped (`up` has a series for each),
+    until every metric in `names` has at least one series; returns each name's series as label
+    dicts (without __name__ and instance) with their values."""
     deadline = time.monotonic() + timeout
     found: dict[str, list[dict]] = {}
     while time.monotonic() < deadline:
         assert process.poll() is None, f"prometheus exited: {log.read_text()[-2000:]}"
+        with contextlib.suppress(httpx.HTTPError):
+            up = httpx.get(f"{api}/query", params={"query": "up"}, timeout=5)
+            if up.status_code != 200 or len(up.json()["data"]["result"]) < targets:
+                time.sleep(0.5)
+                continue
         for name in sorted(names - found.keys()):
             with contextlib.suppress(httpx.HTTPError):
                 answer = httpx.get(f"{api}/query", params={"query": name}, timeout=5)
