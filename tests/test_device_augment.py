@@ -106,3 +106,21 @@ def test_hsv_round_trip_is_the_identity():
 def test_bad_op_specs_fail_naming_the_op(spec, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         device_augment.compose(spec)
+
+
+def test_noise_from_a_bank_is_a_window_of_it_at_a_random_offset():
+    bank = jax.random.normal(jax.random.PRNGKey(0), (20, 24, 3))
+    windows = [np.asarray(device_augment.standard_normal(jax.random.PRNGKey(i), (8, 8, 3), bank))
+               for i in range(6)]
+    b = np.asarray(bank)
+    offsets = set()
+    for w in windows:
+        found = [(r, c) for r in range(13) for c in range(17)
+                 if np.array_equal(b[r:r + 8, c:c + 8], w)]
+        assert len(found) == 1
+        offsets.add(found[0])
+    assert len(offsets) > 3  # samples read different windows
+    single = np.asarray(device_augment.standard_normal(jax.random.PRNGKey(1), (8, 8), bank))
+    assert any(np.array_equal(b[r:r + 8, c:c + 8, 0], single) for r in range(13) for c in range(17))
+    with pytest.raises(ValueError, match="smaller"):
+        device_augment.standard_normal(jax.random.PRNGKey(0), (32, 8, 3), bank)

@@ -101,3 +101,22 @@ def test_sampled_geometry_follows_the_class_rules_and_stays_in_the_frame():
         pts = shapes.shape_outline(p)
         margin = shapes.style_margin(p.radius) - 1e-3
         assert pts.min() >= margin and pts.max() <= size - margin, (p, pts.min(), pts.max())
+
+
+def test_outline_jitter_bends_the_distance_by_its_harmonics_of_the_angle():
+    size = 64
+    params, _ = _params_and_widths(size)
+    geometry = device_render.geometry_from_params(params[3 * SEEDS])  # a triangle
+    rng = np.random.default_rng(0)
+    jitter = np.stack([rng.normal(size=device_render.JITTER_HARMONICS),
+                       rng.uniform(0, 2 * np.pi, device_render.JITTER_HARMONICS)], 1)
+    bent = np.asarray(device_render.signed_distance(geometry, size, jnp.asarray(jitter, jnp.float32)))
+    plain = np.asarray(device_render.signed_distance(geometry, size))
+    # The angle of each pixel around the centre, in the shape's own frame.
+    ys, xs = np.mgrid[:size, :size].astype(np.float64)
+    fx, fy = xs - params[3 * SEEDS].center[0], ys - params[3 * SEEDS].center[1]
+    c, s = np.cos(params[3 * SEEDS].rotation), np.sin(params[3 * SEEDS].rotation)
+    phase = np.arctan2(-fx * s + fy * c, fx * c + fy * s)
+    k = np.arange(1, device_render.JITTER_HARMONICS + 1)
+    expected = (jitter[:, 0] * np.sin(k * phase[..., None] + jitter[:, 1])).sum(-1)
+    np.testing.assert_allclose(plain - bent, expected, atol=2e-4)

@@ -4,7 +4,9 @@ Sample i of step s is a pure function of (seed, s, i): its key is the seed's key
 the step and the GLOBAL sample index, so the global batch is the same on any number of devices
 and a resumed run needs nothing but the step. Inside `jax.shard_map` over the mesh axis
 'data', each device draws its own slice (`local_batch`, from `lax.axis_index`); nothing crosses
-the host. A sample is drawn by `geojax.data.device_render` and augmented by the ops of
+the host. Per-pixel noise (textures, the noise effect and op) is read from windows of one
+bank of standard normals per step (`noise_bank`, from (seed, step)): drawing it per pixel and
+sample cost more than the rest of rendering. A sample is drawn by `geojax.data.device_render` and augmented by the ops of
 `config.device_ops` (`geojax.data.device_augment`) when `config.augment` is set; its box is
 the drawn mask's, moved by the augmentation's geometry.
 
@@ -28,6 +30,7 @@ from geojax.data import device_augment, device_render
 from geojax.data.render import MASK_THRESHOLD
 
 DEVICE_STREAM_ID = 2001  # apart from the CPU stream's and eval splits' seeds
+NOISE_BANK_ID = 2002
 Batch = dict[str, jax.Array]
 
 
@@ -37,20 +40,30 @@ def sample_key(seed: int | jax.Array, step: jax.Array, index: jax.Array) -> jax.
     return jax.random.fold_in(jax.random.fold_in(key, step), index)
 
 
-def sample_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array], Batch]:
-    """`fn(key) -> one sample` for the data config: render, augment, box, quantise."""
+def noise_bank(seed: int | jax.Array, step: jax.Array, size: int) -> jax.Array:
+    """The standard normals [2 size, 2 size, 3] that every sample of step `step` reads its
+    noise from (`device_augment.standard_normal`): a function of (seed, step) alone, so every
+    device holds the same bank and the batch stays the same on any device count."""
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), NOISE_BANK_ID)
+    return jax.random.normal(jax.random.fold_in(key, step), (2 * size, 2 * size, 3))
+
+
+def sample_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array, jax.Array], Batch]:
+    """`fn(key, bank) -> one sample` for the data config: render, augment, box, quantise
+    (`bank`: see `noise_bank`)."""
     size = int(config.img_size)
     size_range = tuple(float(v) for v in config.size_range)
     effects = bool(config.effects)
     augment = device_augment.compose(config.device_ops) if config.augment else None
 
-    def make(key: jax.Array) -> Batch:
+    def make(key: jax.Array, bank: jax.Array) -> Batch:
         render_key, augment_key = jax.random.split(key)
-        drawn = device_render.render_sample(render_key, size, size_range, effects)
+        drawn = device_render.render_sample(render_key, size, size_range, effects, bank)
         sample = {"image": drawn["image"], "label": drawn["label"],
                   "box": device_augment.mask_box(drawn["mask"] >= MASK_THRESHOLD)}
         if augment is not None:
-            sample = augment(augment_key, sample)
+            sample = augment(augment_key, {**sample, "noise_bank": bank})
+            sample.pop("noise_bank")
         # Round half up, as geojax.data.render.finish_image.
         return {**sample, "image": jnp.clip(sample["image"] + 0.5, 0, 255).astype(jnp.uint8)}
 
@@ -61,7 +74,8 @@ def make_batch(config: ml_collections.ConfigDict, seed: int, step: jax.Array,
                indices: jax.Array) -> Batch:
     """The samples `indices` (global) of step `step`."""
     keys = jax.vmap(lambda i: sample_key(seed, step, i))(indices)
-    return jax.vmap(sample_fn(config))(keys)
+    bank = noise_bank(seed, step, int(config.img_size))
+    return jax.vmap(sample_fn(config), in_axes=(0, None))(keys, bank)
 
 
 def local_batch(config: ml_collections.ConfigDict, step: jax.Array, *, batch_size: int,

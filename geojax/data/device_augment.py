@@ -5,7 +5,8 @@ A spec is a '|'-separated list of ops in the style of big_vision's preprocessing
     "flip_lr|rot90|affine(scale=(0.8, 1.0), p=0.5)|brightness_contrast(0.25, 0.3, p=0.5)|noise"
 
 Each op works on ONE sample, a dict {'image': float32 [S, S, 3] in 0..255, 'box': int32
-(x0, y0, x1, y1) of the shape, ends exclusive, 'label': int32}, and takes its own key; `compose` turns the spec into
+(x0, y0, x1, y1) of the shape, ends exclusive, 'label': int32}, and takes its own key (a sample may also carry 'noise_bank', standard normals shared by
+the batch that `noise` reads windows of: see `standard_normal`); `compose` turns the spec into
 `fn(key, sample) -> sample`, to be vmapped over a batch. Labels never change: only transforms
 that keep every class true are offered as defaults, as in the CPU path (`geojax.data.augment`):
 flips and 90-degree turns, and uniform scaling about the centre that never enlarges, keep a
@@ -89,12 +90,24 @@ def bilinear_sample(image: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
     return top * (1 - fy) + bottom * fy
 
 
+def materialise(x: jax.Array) -> jax.Array:
+    """`x`, computed once into memory before its consumers read it.
+
+    A long elementwise chain with several consumers (fill and stroke, each colour channel,
+    each blur tap) is otherwise fused into each of them and recomputed there: rendering at
+    224 px ran 10x slower for it on XLA:CPU, whose compiler drops
+    `lax.optimization_barrier` before fusion. A reduction cannot fuse into its consumers, so
+    adding zero times the sum makes XLA write `x` out once (finite `x` only)."""
+    return x + 0.0 * x.sum()
+
+
 def gaussian_blur(image: jax.Array, sigma: jax.Array) -> jax.Array:
     """Separable Gaussian blur of [H, W, C] with a traced `sigma` (px, > 0), edges replicated."""
     offsets = jnp.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=jnp.float32)
     weights = jnp.exp(-0.5 * (offsets / jnp.maximum(sigma, 1e-3)) ** 2)
     weights = weights / weights.sum()
     r = BLUR_RADIUS
+    image = materialise(image)  # read by every tap
     for axis in (0, 1):
         pad = [(0, 0)] * image.ndim
         pad[axis] = (r, r)
@@ -102,6 +115,25 @@ def gaussian_blur(image: jax.Array, sigma: jax.Array) -> jax.Array:
         n = image.shape[axis]
         image = sum(weights[i] * lax_slice(padded, axis, i, n) for i in range(2 * r + 1))
     return image
+
+
+def standard_normal(key: jax.Array, shape: tuple[int, ...], bank: jax.Array | None = None
+                    ) -> jax.Array:
+    """Standard normal values of `shape` ([H, W] or [H, W, C]) from `key`.
+
+    Given a `bank` [N, M, C'] of standard normals shared by a batch (N >= H, M >= W, C' >= C),
+    the values are a window of it at a random offset: one gather per value instead of a
+    threefry hash and an inverse error function, which made per-pixel noise the costliest
+    part of a rendered sample. Each value is still N(0, 1); samples of one batch see shifted
+    windows of the same field (see `geojax.data.device`)."""
+    if bank is None:
+        return jax.random.normal(key, shape)
+    h, w = shape[:2]
+    if bank.shape[0] < h or bank.shape[1] < w:
+        raise ValueError(f"noise bank {bank.shape} is smaller than {shape}")
+    row, col = jax.random.randint(key, (2,), 0, jnp.array([bank.shape[0] - h, bank.shape[1] - w]) + 1)
+    window = jax.lax.dynamic_slice(bank, (row, col, 0), (h, w, bank.shape[2]))
+    return window[..., :shape[2]] if len(shape) == 3 else window[..., 0]
 
 
 def lax_slice(x: jax.Array, axis: int, start: int, size: int) -> jax.Array:
@@ -322,7 +354,7 @@ def noise(std: float | tuple[float, float] = (0.02, 0.08), p: float = 0.2) -> Op
         k = jax.random.split(key, 3)
         image = sample["image"]
         sigma = _uniform(k[0], lo, hi) * 255.0 * _chance(k[1], p)
-        new = image + sigma * jax.random.normal(k[2], image.shape, image.dtype)
+        new = image + sigma * standard_normal(k[2], image.shape, sample.get("noise_bank"))
         return {**sample, "image": jnp.clip(new, 0, 255)}
     return op
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from geojax import CLASSES
 from geojax.data import shapes
-from geojax.data.device_augment import gaussian_blur, hsv_to_rgb, luma
+from geojax.data.device_augment import gaussian_blur, hsv_to_rgb, luma, materialise, standard_normal
 from geojax.data.render import SUPERSAMPLE
 
 MAX_VERTICES = 10  # the star's; every other polygon class pads to it
@@ -185,19 +185,20 @@ def sample_geometry(key: jax.Array, label: jax.Array, size: int,
 
 def _polygon_distance(points: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
     """Signed distance to a closed polygon [K, 2] (any simple polygon, degenerate edges
-    allowed) at points x, y: edge distances, sign by crossing parity (edges on a last axis,
-    reduced in one fusion)."""
-    a = points
-    b = jnp.roll(points, -1, axis=0)
-    ax, ay, bx, by = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
-    ex, ey = bx - ax, by - ay
-    wx, wy = x[..., None] - ax, y[..., None] - ay
-    t = jnp.clip((wx * ex + wy * ey) / jnp.maximum(ex * ex + ey * ey, 1e-12), 0.0, 1.0)
-    squared = ((wx - ex * t) ** 2 + (wy - ey * t) ** 2).min(-1)
-    yy = y[..., None]
-    crosses = (ay > yy) != (by > yy)
-    x_cross = ax + (yy - ay) * ex / jnp.where(ey == 0, 1.0, ey)
-    inside = (crosses & (x[..., None] < x_cross)).sum(-1) % 2 == 1
+    allowed) at points x, y: the nearest edge's distance, the sign by crossing parity. The
+    edges are unrolled, so every pixel's work is one elementwise chain (no [..., K]
+    intermediate and reduction, which XLA:CPU vectorises poorly)."""
+    squared = inside = None
+    for k in range(points.shape[0]):
+        ax, ay = points[k, 0], points[k, 1]
+        bx, by = points[(k + 1) % points.shape[0], 0], points[(k + 1) % points.shape[0], 1]
+        ex, ey = bx - ax, by - ay
+        wx, wy = x - ax, y - ay
+        t = jnp.clip((wx * ex + wy * ey) / jnp.maximum(ex * ex + ey * ey, 1e-12), 0.0, 1.0)
+        edge = (wx - ex * t) ** 2 + (wy - ey * t) ** 2
+        crosses = ((ay > y) != (by > y)) & (x < ax + (y - ay) * (ex / jnp.where(ey == 0, 1.0, ey)))
+        squared = edge if squared is None else jnp.minimum(squared, edge)
+        inside = crosses if inside is None else inside ^ crosses
     return jnp.where(inside, -1.0, 1.0) * jnp.sqrt(squared)
 
 
@@ -239,9 +240,18 @@ def signed_distance(geometry: Geometry, size: int, jitter: jax.Array | None = No
     ellipse = _ellipse_distance(lx, ly, r, r / geometry["aspect"])
     distance = jnp.where(_is_ellipse(geometry["label"]), ellipse, polygon)
     if jitter is not None:
-        phase = jnp.arctan2(ly, lx)
-        k = jnp.arange(1, JITTER_HARMONICS + 1, dtype=jnp.float32)
-        distance = distance - (jitter[:, 0] * jnp.sin(k * phase[..., None] + jitter[:, 1])).sum(-1)
+        # sum_k a_k sin(k phase + u_k) = sum_k a_k (sin(k phase) cos u_k + cos(k phase) sin u_k),
+        # with cos and sin of k * phase by repeated rotation from (lx, ly) / |(lx, ly)|: no
+        # arctan2 and no sines per pixel.
+        norm = jnp.hypot(lx, ly)
+        c1 = jnp.where(norm > 0, lx / jnp.where(norm > 0, norm, 1.0), 1.0)
+        s1 = jnp.where(norm > 0, ly / jnp.where(norm > 0, norm, 1.0), 0.0)
+        a_cos = jitter[:, 0] * jnp.cos(jitter[:, 1])
+        a_sin = jitter[:, 0] * jnp.sin(jitter[:, 1])
+        ck, sk = c1, s1
+        for k in range(JITTER_HARMONICS):
+            distance = distance - (a_cos[k] * sk + a_sin[k] * ck)
+            ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
     return distance
 
 
@@ -347,8 +357,10 @@ def _resize_matrix(source: int, scale: jax.Array, size: int) -> jax.Array:
     return jnp.clip(1 - jnp.abs(pos[:, None] - jnp.arange(source)[None, :]), 0, 1)
 
 
-def draw_background(key: jax.Array, style: Style, size: int) -> jax.Array:
-    """[size, size, 3] float32 background in 0..255: flat, gradient or texture."""
+def draw_background(key: jax.Array, style: Style, size: int, bank: jax.Array | None = None
+                    ) -> jax.Array:
+    """[size, size, 3] float32 background in 0..255: flat, gradient or texture (its noise
+    read from `bank`, see `device_augment.standard_normal`)."""
     c0, c1 = style["colors"][0], style["colors"][1]
     coords = jnp.arange(size, dtype=jnp.float32)
     cos, sin = jnp.cos(style["gradient_angle"]), jnp.sin(style["gradient_angle"])
@@ -359,40 +371,44 @@ def draw_background(key: jax.Array, style: Style, size: int) -> jax.Array:
     # Texture: coarse noise upsampled (separable interpolation matrices, no gathers) + fine.
     source = max(2, int(size / TEXTURE_MIN_SCALE))
     kc, kf = jax.random.split(key)
-    coarse = jax.random.normal(kc, (source, source))
+    coarse = standard_normal(kc, (source, source), bank)
     resize = _resize_matrix(source, style["texture_scale"], size)
-    noise = resize @ coarse @ resize.T + 0.3 * jax.random.normal(kf, (size, size))
+    noise = resize @ coarse @ resize.T + 0.3 * standard_normal(kf, (size, size), bank)
     texture = c0 + noise[..., None] * style["texture_strength"] * (1 + (c1 - c0) / 60.0)
     flat = jnp.broadcast_to(c0, (size, size, 3))
     kind = style["background"]
     return jnp.where(kind == 1, gradient, jnp.where(kind == 2, texture, flat))
 
 
-def render(key: jax.Array, geometry: Geometry, style: Style, size: int
-           ) -> tuple[jax.Array, jax.Array]:
-    """The painted picture, float32 [size, size, 3] in 0..255 (effects applied, not yet
-    quantised), and the shape's coverage [size, size] (max of fill and stroke)."""
+def render(key: jax.Array, geometry: Geometry, style: Style, size: int,
+           bank: jax.Array | None = None, effects: bool = True) -> tuple[jax.Array, jax.Array]:
+    """The painted picture, float32 [size, size, 3] in 0..255 (the style's blur and noise
+    applied unless `effects` is off, not yet quantised), and the shape's coverage
+    [size, size] (max of fill and stroke). Noise comes from `bank` when given (standard
+    normals shared by the batch), else from `key`."""
     kb, kn = jax.random.split(key)
-    canvas = draw_background(kb, style, size)
-    distance = signed_distance(geometry, size, style["jitter"])
+    canvas = draw_background(kb, style, size, bank)
+    distance = materialise(signed_distance(geometry, size, style["jitter"]))
     fill, stroke = coverage(distance, style["stroke_width"])
     fill = fill * style["has_fill"]
     stroke = stroke * style["has_stroke"]
     canvas = canvas + fill[..., None] * (style["fill"] - canvas)
     canvas = canvas + stroke[..., None] * (style["stroke"] - canvas)
-    blurred = gaussian_blur(canvas, style["blur_sigma"])
-    canvas = jnp.where(style["blur_sigma"] > 0, blurred, canvas)
-    canvas = canvas + style["noise_sigma"] * jax.random.normal(kn, canvas.shape)
+    if effects:
+        blurred = gaussian_blur(canvas, style["blur_sigma"])
+        canvas = jnp.where(style["blur_sigma"] > 0, blurred, canvas)
+        canvas = canvas + style["noise_sigma"] * standard_normal(kn, canvas.shape, bank)
     return jnp.clip(canvas, 0.0, 255.0), jnp.maximum(fill, stroke)
 
 
 def render_sample(key: jax.Array, size: int, size_range: tuple[float, float] = (0.3, 0.95),
-                  effects: bool = True) -> dict[str, jax.Array]:
+                  effects: bool = True, bank: jax.Array | None = None) -> dict[str, jax.Array]:
     """One random shape of a random class: {'image' float32 [S, S, 3] 0..255, 'mask' float32
-    coverage [S, S], 'label' int32}, as `geojax.data.render.render_shape` draws it."""
+    coverage [S, S], 'label' int32}, as `geojax.data.render.render_shape` draws it (`bank`:
+    see `render`)."""
     k = jax.random.split(key, 4)
     label = _integer(jax.random.uniform(k[0]), 0, len(CLASSES)).astype(jnp.int32)
     geometry = sample_geometry(k[1], label, size, size_range)
     style = sample_style(k[2], geometry["radius"], effects)
-    image, mask = render(k[3], geometry, style, size)
+    image, mask = render(k[3], geometry, style, size, bank, effects)
     return {"image": image, "mask": mask, "label": label}
