@@ -19,7 +19,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -333,6 +333,41 @@ def make_parallel_steps(
         out_specs=P(DATA_AXIS),
     )
     return jax.jit(parallel_train, donate_argnums=0), jax.jit(parallel_predict)
+
+
+class Training(NamedTuple):
+    """What a training loop needs: built by `create_training`."""
+
+    mesh: Mesh
+    model: nn.Module
+    tx: optax.GradientTransformation
+    learning_rate_fn: optax.Schedule
+    state: TrainState  # initial, replicated over the mesh
+    train_step: Callable  # step(state, batch), or step(state) with device data
+    predict_step: Callable
+
+
+def create_training(config: ml_collections.ConfigDict) -> Training:
+    """The mesh over all devices, the model, optimizer, initial state (from config.seed, put
+    on every device) and the jitted data-parallel steps of `config`; with
+    data.source='device' the train step draws its own batch (`device_batch_maker`)."""
+    mesh = create_mesh()
+    if config.batch_size % mesh.devices.size:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} must be divisible by the "
+            f"{mesh.devices.size} devices of the mesh."
+        )
+    model = create_model(config)
+    learning_rate_fn = create_learning_rate_fn(config)
+    tx = create_optimizer(config, learning_rate_fn, model)
+    state = create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    on_device = config.data.source == "device"
+    train_fn, predict_fn = make_parallel_steps(
+        mesh, model, tx, config.label_smoothing,
+        make_batch=device_batch_maker(config) if on_device else None,
+    )
+    return Training(mesh, model, tx, learning_rate_fn, state, train_fn, predict_fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,20 +684,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     writer = create_writer(workdir)
     wandb_run = start_wandb(config, workdir)
 
-    mesh = create_mesh()
+    training = create_training(config)
+    mesh, state, learning_rate_fn = training.mesh, training.state, training.learning_rate_fn
+    p_train_step, p_predict = training.train_step, training.predict_step
     num_devices = mesh.devices.size
-    if config.batch_size % num_devices:
-        raise ConfigError(
-            f"config.batch_size={config.batch_size} must be divisible by the {num_devices} "
-            "devices of the mesh."
-        )
-
-    model = create_model(config)
-    learning_rate_fn = create_learning_rate_fn(config)
-    replicated = NamedSharding(mesh, P())
-    tx = create_optimizer(config, learning_rate_fn, model)
-    state = create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
-    state = jax.device_put(state, replicated)
 
     manager = create_checkpoint_manager(workdir, config)
     # Early-stopping state; checkpointed so a resumed run stops where an unbroken one would.
@@ -674,10 +699,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     start_step = int(state.step)
 
     on_device = config.data.source == "device"
-    p_train_step, p_predict = make_parallel_steps(
-        mesh, model, tx, config.label_smoothing,
-        make_batch=device_batch_maker(config) if on_device else None,
-    )
     val_split = pipeline.eval_split(config.data, "val")
     eval_batch_size = config.eval_batch_size or config.batch_size
 

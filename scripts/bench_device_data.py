@@ -10,7 +10,8 @@ In one run, on the same devices and the same config (experiments/NAME.py):
   (c) device render + augment alone,
   (d) the CPU loader (geojax.data.pipeline.train_batches, --workers processes) alone,
   (e) PyTorch: the same SE-ResNet, full train step (scripts/torch_se_resnet.py), eager and
-      torch.compile, when torch and that file are present.
+      torch.compile, on a batch already on the device, when torch and that file are present,
+  (f) PyTorch end to end: torch.compile's step fed by the CPU loader of (d).
 Prints a markdown table with each figure's ratio to (a). Compilation is excluded everywhere.
 """
 
@@ -26,8 +27,6 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import jax
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS.parent))
@@ -56,13 +55,9 @@ def timed(run: Callable[[int], object], steps: int) -> float:
 
 def device_step_rate(config, steps: int) -> float:
     """(b) images/s of the device-data step: render + augment + train in one jitted step."""
-    mesh = train.create_mesh()
-    model = train.create_model(config)
-    tx = train.create_optimizer(config, train.create_learning_rate_fn(config), model)
-    state = train.create_train_state(jax.random.PRNGKey(0), config, model, tx)
-    holder = {"state": jax.device_put(state, NamedSharding(mesh, P()))}
-    device_step, _ = train.make_parallel_steps(mesh, model, tx, config.label_smoothing,
-                                               make_batch=train.device_batch_maker(config))
+    training = train.create_training(config)  # config.data.source is 'device'
+    holder = {"state": training.state}
+    device_step = training.train_step
 
     def on_device(_):
         holder["state"], metrics = device_step(holder["state"])
@@ -77,16 +72,23 @@ def device_data_rate(config, steps: int) -> float:
     return config.batch_size / timed(lambda i: make(i), steps)
 
 
+def stream_config(config):
+    """`config` with the CPU loader (render + albumentations in worker processes)."""
+    stream = config.copy_and_resolve_references()
+    stream.data.source = "stream"
+    stream.data.prefetch = max(int(config.data.prefetch), 2 * int(config.data.workers))
+    return stream
+
+
 def cpu_loader_rate(config, batches: int) -> float:
-    """(d) images/s of the CPU loader (render + albumentations in worker processes)."""
-    stream_config = config.copy_and_resolve_references()
-    stream_config.data.source = "stream"
-    stream_config.data.prefetch = max(int(config.data.prefetch), 2 * int(config.data.workers))
-    return bench_loader(stream_config, batches)
+    """(d) images/s of the CPU loader alone."""
+    return bench_loader(stream_config(config), batches)
 
 
-def torch_rates(batch_size: int, img_size: int, steps: int, dtype: str) -> dict[str, float]:
-    """(e) PyTorch images/s, eager and compiled; {} with a note when unavailable."""
+def torch_rates(config, steps: int, loader: bool) -> dict[str, float]:
+    """(e) PyTorch images/s, eager and torch.compile on one batch already on the device, and
+    (f) with `loader`, torch.compile fed by the same CPU loader as (d) (PyTorch end to end);
+    {} with a note when unavailable."""
     try:
         import torch
         from torch_se_resnet import bench_torch
@@ -94,12 +96,24 @@ def torch_rates(batch_size: int, img_size: int, steps: int, dtype: str) -> dict[
         say(f"note: no PyTorch column ({e})")
         return {}
     torch_device = "cuda" if torch.cuda.is_available() else "cpu"
+    batch_size, img_size = config.batch_size, int(config.data.img_size)
+    dtype = str(config.model.dtype)
+    runs = [("(e) PyTorch eager train step", False, False),
+            ("(e) PyTorch torch.compile train step", True, False)]
+    if loader:
+        runs.append((f"(f) PyTorch torch.compile fed by the CPU loader, "
+                     f"{config.data.workers} workers", True, True))
     rates = {}
-    for compile_ in (False, True):
-        name = "PyTorch torch.compile" if compile_ else "PyTorch eager"
+    for name, compile_, fed in runs:
         try:
-            rates[name] = bench_torch(batch_size, img_size, steps, compile=compile_,
-                                      device=torch_device, dtype=dtype)
+            if fed:
+                with pipeline.train_batches(stream_config(config).data, batch_size,
+                                            seed=0) as stream:
+                    rates[name] = bench_torch(batch_size, img_size, steps, compile=compile_,
+                                              device=torch_device, dtype=dtype, batches=stream)
+            else:
+                rates[name] = bench_torch(batch_size, img_size, steps, compile=compile_,
+                                          device=torch_device, dtype=dtype)
         except Exception as e:  # a failed torch run must not lose the JAX figures
             say(f"note: {name} failed: {type(e).__name__}: {e}")
     return rates
@@ -150,10 +164,10 @@ def main() -> None:
         rows.append((f"(d) CPU loader alone, {workers} workers", loader))
         say(f"(d) {loader:.0f} images/s")
     torch_figures = {} if args.skip_torch else torch_rates(
-        config.batch_size, int(config.data.img_size), args.steps, str(config.model.dtype))
+        config, args.steps, loader=not args.skip_cpu_loader)
     for name, rate in torch_figures.items():
-        rows.append((f"(e) {name} train step", rate))
-        say(f"(e) {name}: {rate:.0f} images/s")
+        rows.append((name, rate))
+        say(f"{name}: {rate:.0f} images/s")
 
     say("\n| what | images/s | vs (a) |\n|---|---|---|")
     for name, rate in rows:

@@ -38,8 +38,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from geojax import NUM_CLASSES, models, train
 from geojax.data import pipeline
@@ -78,16 +76,13 @@ def prepare(config: ml_collections.ConfigDict, twin_check: bool = False
     PyTorch twin's logits difference from the freshly initialised Flax model)."""
     batch_size = config.batch_size
     size = config.data.img_size
-    mesh = train.create_mesh()
-    model = train.create_model(config)
-    tx = train.create_optimizer(config, train.create_learning_rate_fn(config), model)
-    state = train.create_train_state(jax.random.PRNGKey(0), config, model, tx)
+    config = config.copy_and_resolve_references()
+    config.data.source = "stream"  # the step takes the fixed batch below
+    mesh, model, _, _, state, train_step, _ = train.create_training(config)
     info: dict[str, float] = {"img_size": size,
                               "params": sum(x.size for x in jax.tree.leaves(state.params))}
     if twin_check:
         info.update(check_twin(model, state, size))
-    state = jax.device_put(state, NamedSharding(mesh, P()))
-    train_step, _ = train.make_parallel_steps(mesh, model, tx, config.label_smoothing)
     rng = np.random.default_rng(0)
     batch = next(train.global_batches(iter([{
         "image": rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8),

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import load_experiment
@@ -58,13 +56,7 @@ def main() -> None:
     if args.learning_rate:
         config.learning_rate = args.learning_rate
     train.check_config(config)
-    mesh = train.create_mesh()
-    model = train.create_model(config)
-    tx = train.create_optimizer(config, train.create_learning_rate_fn(config), model)
-    state = train.create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
-    state = jax.device_put(state, NamedSharding(mesh, P()))
-    train_step, predict_step = train.make_parallel_steps(
-        mesh, model, tx, config.label_smoothing, make_batch=train.device_batch_maker(config))
+    mesh, _, _, _, state, train_step, predict_step = train.create_training(config)
 
     state, metrics = train_step(state)  # compile
     jax.block_until_ready(state)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -281,14 +281,17 @@ def make_optimizer(module: nn.Module, device: torch.device, lr: float = 1e-3,
 
 def bench_torch(batch_size: int, img_size: int, steps: int, *, compile: bool, device: str,
                 dtype: str, architecture: Mapping[str, Any] | None = None,
-                repeats: int = 1) -> float:
+                repeats: int = 1, batches: Iterator[Mapping[str, np.ndarray]] | None = None
+                ) -> float:
     """Images/s of the SE-ResNet's full train step in PyTorch: uint8 -> float / 255, forward,
     cross-entropy, backward, Adam step, channels_last. `dtype` 'bfloat16' runs under
     torch.autocast (float32 parameters, as the JAX bfloat16 compute dtype); `compile` wraps the
     model in torch.compile. Warm-up steps (and compilation) are excluded; CUDA is synchronised
     before the clock starts and stops. `architecture`: `build_se_resnet` keywords (default: the
     seed's SE-ResNet, whose parameter count is asserted). With `repeats` > 1, the best of that
-    many timed windows of `steps` steps (for machines shared with other work)."""
+    many timed windows of `steps` steps (for machines shared with other work). With `batches`
+    (a CPU loader's {'image' uint8 NHWC, 'label'}), every step trains on the next one, copied to
+    the device as a training loop would: PyTorch end to end; else on one batch already there."""
     dev = torch.device(device)
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
@@ -312,6 +315,11 @@ def bench_torch(batch_size: int, img_size: int, steps: int, *, compile: bool, de
         return contextlib.nullcontext()
 
     def step() -> torch.Tensor:
+        nonlocal images, labels
+        if batches is not None:
+            batch = next(batches)
+            images = torch.from_numpy(batch["image"]).to(dev, non_blocking=True).permute(0, 3, 1, 2)
+            labels = torch.from_numpy(batch["label"].astype(np.int64)).to(dev, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             logits = net(images.float() / 255.0)
