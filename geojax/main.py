@@ -52,8 +52,10 @@ def main(argv: Sequence[str]) -> None:
     # must not pay for JAX and the metric writers' TensorFlow.
     from geojax import train
 
+    workdir = _WORKDIR.value
+    assert workdir is not None  # a required flag
     try:
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        train.train_and_evaluate(_CONFIG.value, workdir)
     except (train.ConfigError, train.CheckpointError) as e:
         sys.exit(f"geojax.main: {e}")
 

@@ -23,7 +23,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -113,8 +113,9 @@ def _workdir_classifier(workdir: Path, checkpoint: str) -> tuple[
     model_config.bn_axis_name = None
     model = models.create_model(model_config)
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    probabilities = jax.jit(
-        lambda v, x: jax.nn.softmax(model.apply(v, x, train=False).astype("float32")))
+    # flax types apply()'s result as maybe (output, variables): that is only with `mutable`
+    probabilities = jax.jit(lambda v, x: jax.nn.softmax(
+        cast(jax.Array, model.apply(v, x, train=False)).astype("float32")))
 
     def classify(images: np.ndarray) -> np.ndarray:
         return np.asarray(probabilities(variables, images))

@@ -52,7 +52,8 @@ def _sample(name: str, parameter: Mapping[str, Any], rng: random.Random) -> Any:
     if "values" in parameter:
         return rng.choice(parameter["values"])
     distribution = parameter.get("distribution", "uniform")
-    low, high = parameter.get("min"), parameter.get("max")
+    low: Any = parameter.get("min")  # numbers from YAML; a missing one fails the draw below
+    high: Any = parameter.get("max")
     if distribution == "uniform":
         return rng.uniform(low, high)
     if distribution == "log_uniform_values":

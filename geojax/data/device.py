@@ -52,7 +52,8 @@ def sample_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array, jax.Arr
     """`fn(key, bank) -> one sample` for the data config: render, augment, box, quantise
     (`bank`: see `noise_bank`)."""
     size = int(config.img_size)
-    size_range = tuple(float(v) for v in config.size_range)
+    low, high = (float(v) for v in config.size_range)
+    size_range = (low, high)
     effects = bool(config.effects)
     augment = device_augment.compose(config.device_ops) if config.augment else None
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -113,7 +114,9 @@ def gaussian_blur(image: jax.Array, sigma: jax.Array) -> jax.Array:
         pad[axis] = (r, r)
         padded = jnp.pad(image, pad, mode="edge")
         n = image.shape[axis]
-        image = sum(weights[i] * lax_slice(padded, axis, i, n) for i in range(2 * r + 1))
+        # typeshed's sum() may return its start, 0: not for these 2r + 1 > 0 terms
+        image = cast(jax.Array, sum(weights[i] * lax_slice(padded, axis, i, n)
+                                    for i in range(2 * r + 1)))
     return image
 
 

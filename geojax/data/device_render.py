@@ -199,6 +199,7 @@ def _polygon_distance(points: jax.Array, x: jax.Array, y: jax.Array) -> jax.Arra
         crosses = ((ay > y) != (by > y)) & (x < ax + (y - ay) * (ex / jnp.where(ey == 0, 1.0, ey)))
         squared = edge if squared is None else jnp.minimum(squared, edge)
         inside = crosses if inside is None else inside ^ crosses
+    assert squared is not None and inside is not None  # a polygon has edges
     return jnp.where(inside, -1.0, 1.0) * jnp.sqrt(squared)
 
 

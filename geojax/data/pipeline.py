@@ -90,6 +90,7 @@ class _BatchMaker:
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 - one maker per process, lives as long
     def _epoch_order(self, epoch: int) -> np.ndarray:
+        assert self.files is not None  # only a folder source has an order
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.files))
 
     def sample(self, index: int) -> tuple[np.ndarray, int]:

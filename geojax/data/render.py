@@ -16,6 +16,7 @@ import math
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from geojax.data.shapes import ShapeParams, class_index, sample_shape, shape_outline
 
@@ -61,7 +62,7 @@ class RenderedShape:
     params: ShapeParams
 
 
-def _luma(rgb: np.ndarray) -> float:
+def _luma(rgb: npt.ArrayLike) -> float:
     return float(np.dot(np.asarray(rgb, float), (0.299, 0.587, 0.114)) / 255.0)
 
 
@@ -125,11 +126,12 @@ def sample_shape_style(
     rng: np.random.Generator, background: ImageStyle, radius: float
 ) -> ShapeStyle:
     """Fill/stroke choice and colours that stand out from the background."""
-    base = tuple(int(c) for c in np.mean(background.colors, axis=0))
+    r, g, b = (int(c) for c in np.mean(background.colors, axis=0))
+    base = (r, g, b)
     if background.colors[0] == background.colors[1] and _luma(base) > 0.85 and rng.random() < 0.5:
         ink: tuple[int, int, int] = (0, 0, 0)  # line-art on white
     else:
-        ink = contrasting_color(rng, base)  # type: ignore[arg-type]
+        ink = contrasting_color(rng, base)
     mode = rng.choice(["filled", "outline", "bordered"], p=[0.45, 0.4, 0.15])
     max_width = max(1.5, radius * 0.12)
     width = float(rng.uniform(1.0, max_width))
@@ -154,7 +156,7 @@ def draw_background(style: ImageStyle, size: tuple[int, int], rng: np.random.Gen
     image = np.broadcast_to(c0, (height, width, 3)).astype(np.float32)
     if style.background == "texture":
         small = (max(2, int(width / style.texture_scale)), max(2, int(height / style.texture_scale)))
-        coarse = rng.standard_normal((small[1], small[0], 1)).astype(np.float32)
+        coarse: np.ndarray = rng.standard_normal((small[1], small[0], 1)).astype(np.float32)
         coarse = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)[..., None]
         fine = rng.standard_normal((height, width, 1)).astype(np.float32) * 0.3
         tint = (c1 - c0) / 60.0
@@ -262,7 +264,9 @@ def finish_image(canvas: np.ndarray, style: ImageStyle, rng: np.random.Generator
     if style.jpeg_quality:
         ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, style.jpeg_quality])
         assert ok, "OpenCV failed to JPEG-encode an in-memory image"
-        image = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        assert decoded is not None, "OpenCV failed to decode the JPEG it encoded"
+        image = decoded[..., ::-1]
     return np.ascontiguousarray(image)
 
 

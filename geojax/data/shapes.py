@@ -95,9 +95,10 @@ def _triangle_angles(rng: np.random.Generator) -> tuple[float, float, float]:
     else:
         # Uniform on the simplex of angles restricted to the minimum: spread pi - 3*lo freely.
         spare = rng.dirichlet((1.0, 1.0, 1.0)) * (math.pi - 3 * lo)
-        angles = tuple(float(a) for a in spare + lo)
-    perm = rng.permutation(3)
-    return tuple(float(angles[i]) for i in perm)  # type: ignore[return-value]
+        first, second, third = (float(a) for a in spare + lo)
+        angles = (first, second, third)
+    i, j, k = rng.permutation(3)
+    return (float(angles[i]), float(angles[j]), float(angles[k]))
 
 
 def sample_shape(

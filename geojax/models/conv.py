@@ -36,15 +36,15 @@ and initial values, so checkpoints are interchangeable); what the fast path does
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.linen.linear import canonicalize_padding, default_kernel_init
-from flax.typing import Dtype, Initializer, PaddingLike, PrecisionLike, PromoteDtypeFn
+from flax.typing import Dtype, Initializer, PaddingLike, PrecisionLike
 from jax import lax
 
 __all__ = ["Conv", "conv2d"]
@@ -80,12 +80,14 @@ def conv2d(
         raise ValueError(f"conv2d takes NHWC x HWIO, got shapes {x.shape} and {kernel.shape}")
     if x.shape[-1] != kernel.shape[2]:
         raise ValueError(f"input has {x.shape[-1]} channels, kernel expects {kernel.shape[2]}")
-    strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+    stride_h, stride_w = (strides, strides) if isinstance(strides, int) else strides
+    strides = (stride_h, stride_w)
     if isinstance(padding, str):
-        pads = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
-    else:
-        pads = canonicalize_padding(padding, 2)
-    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+        pairs = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
+    else:  # typed as maybe a str, which it returns for a str padding only
+        pairs = cast(list[tuple[int, int]], canonicalize_padding(padding, 2))
+    pad_h, pad_w = ((int(lo), int(hi)) for lo, hi in pairs)
+    pads = (pad_h, pad_w)
     if any(p < 0 for pair in pads for p in pair):
         raise ValueError(f"conv2d needs non-negative padding, got {pads}")
     if jax.default_backend() != "cpu":  # cuDNN & co. have fast weight gradients of their own
@@ -338,7 +340,8 @@ class Conv(nn.Module):
     precision: PrecisionLike = None
     kernel_init: Initializer = default_kernel_init
     bias_init: Initializer = nn.initializers.zeros_init()
-    promote_dtype: PromoteDtypeFn = promote_dtype
+    # linen's promote_dtype takes the arrays as *args (flax.typing.PromoteDtypeFn is nnx's)
+    promote_dtype: Callable[..., list[Any]] = promote_dtype
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:

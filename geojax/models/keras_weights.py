@@ -94,7 +94,9 @@ def _read_keras3(group: h5py.Group, path: str) -> list[_FileLayer]:
         variables = entry["vars"]
         if len(variables) == 0:
             continue
-        keras_class, index = re.fullmatch(r"(.+?)(?:_(\d+))?", key).groups()
+        match = re.fullmatch(r"(.+?)(?:_(\d+))?", key)
+        assert match is not None  # any non-empty name matches; HDF5 names are non-empty
+        keras_class, index = match.groups()
         names = _KERAS3_VARIABLES.get(keras_class, ())
         weights = {
             names[i] if i < len(names) else str(i): np.asarray(variables[str(i)])
