@@ -4,6 +4,13 @@
 #   bash scripts/gpu_checks.sh OUT_DIR      # from the repo root; wheels for what the machine
 #                                           # lacks in .whl/ (see BENCHMARKS.md, "GPU")
 #
+# The lent machines have jax (CUDA), flax, optax and torch but no network and none of clu,
+# ml_collections or albumentations; fetch those here first (cp312, no dependencies) and carry
+# .whl/ along (it is not tracked):
+#   pip download --only-binary=:all: --python-version 3.12 --no-deps -d .whl clu ml_collections \
+#     albumentations albucore pydantic pydantic_core stringzilla simsimd annotated-types \
+#     typing-inspection
+#
 # 1. device data: bare train step vs render+augment+train in one step vs the CPU loader vs
 #    PyTorch eager and torch.compile, and torch.compile fed by the CPU loader (custom:
 #    SE-ResNet, 224 px, bf16, batch 256);
