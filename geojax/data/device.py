@@ -6,9 +6,10 @@ and a resumed run needs nothing but the step. Inside `jax.shard_map` over the me
 'data', each device draws its own slice (`local_batch`, from `lax.axis_index`); nothing crosses
 the host. Per-pixel noise (textures, the noise effect and op) is read from windows of one
 bank of standard normals per step (`noise_bank`, from (seed, step)): drawing it per pixel and
-sample cost more than the rest of rendering. A sample is drawn by `geojax.data.device_render` and augmented by the ops of
-`config.device_ops` (`geojax.data.device_augment`) when `config.augment` is set; its box is
-the drawn mask's, moved by the augmentation's geometry.
+sample cost more than the rest of rendering. A sample is drawn by
+`geojax.data.device_render` and augmented by the ops of `config.device_ops`
+(`geojax.data.device_augment`) when `config.augment` is set; its box is the drawn mask's,
+moved by the augmentation's geometry.
 
 Batches: {'image': uint8 [B, S, S, 3], 'label': int32 [B], 'box': int32 [B, 4] (x0, y0, x1, y1),
 ends exclusive, as `geojax.data.render.mask_bbox`}.

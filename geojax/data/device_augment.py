@@ -134,7 +134,8 @@ def standard_normal(key: jax.Array, shape: tuple[int, ...], bank: jax.Array | No
     h, w = shape[:2]
     if bank.shape[0] < h or bank.shape[1] < w:
         raise ValueError(f"noise bank {bank.shape} is smaller than {shape}")
-    row, col = jax.random.randint(key, (2,), 0, jnp.array([bank.shape[0] - h, bank.shape[1] - w]) + 1)
+    last = jnp.array([bank.shape[0] - h, bank.shape[1] - w])
+    row, col = jax.random.randint(key, (2,), 0, last + 1)
     window = jax.lax.dynamic_slice(bank, (row, col, 0), (h, w, bank.shape[2]))
     return window[..., :shape[2]] if len(shape) == 3 else window[..., 0]
 
