@@ -186,17 +186,23 @@ def sample_geometry(key: jax.Array, label: jax.Array, size: int,
 def _polygon_distance(points: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
     """Signed distance to a closed polygon [K, 2] (any simple polygon, degenerate edges
     allowed) at points x, y: the nearest edge's distance, the sign by crossing parity. The
-    edges are unrolled, so every pixel's work is one elementwise chain (no [..., K]
-    intermediate and reduction, which XLA:CPU vectorises poorly)."""
+    per-edge constants are computed for all edges at once; the pixel loop over edges is
+    unrolled, so every pixel's work is one elementwise chain (no [..., K] intermediate and
+    reduction, which XLA:CPU vectorises poorly)."""
+    a = points
+    b = jnp.roll(points, -1, axis=0)
+    ax, ay = a[:, 0], a[:, 1]
+    ex, ey = b[:, 0] - ax, b[:, 1] - ay
+    inverse_length2 = 1.0 / jnp.maximum(ex * ex + ey * ey, 1e-12)
+    slope = ex / jnp.where(ey == 0, 1.0, ey)
+    low, high = jnp.minimum(ay, b[:, 1]), jnp.maximum(ay, b[:, 1])
     squared = inside = None
     for k in range(points.shape[0]):
-        ax, ay = points[k, 0], points[k, 1]
-        bx, by = points[(k + 1) % points.shape[0], 0], points[(k + 1) % points.shape[0], 1]
-        ex, ey = bx - ax, by - ay
-        wx, wy = x - ax, y - ay
-        t = jnp.clip((wx * ex + wy * ey) / jnp.maximum(ex * ex + ey * ey, 1e-12), 0.0, 1.0)
-        edge = (wx - ex * t) ** 2 + (wy - ey * t) ** 2
-        crosses = ((ay > y) != (by > y)) & (x < ax + (y - ay) * (ex / jnp.where(ey == 0, 1.0, ey)))
+        wx, wy = x - ax[k], y - ay[k]
+        t = jnp.clip((wx * ex[k] + wy * ey[k]) * inverse_length2[k], 0.0, 1.0)
+        edge = (wx - ex[k] * t) ** 2 + (wy - ey[k] * t) ** 2
+        # The edge crosses the row (half-open in y) left of the pixel.
+        crosses = (y >= low[k]) & (y < high[k]) & (x < ax[k] + wy * slope[k])
         squared = edge if squared is None else jnp.minimum(squared, edge)
         inside = crosses if inside is None else inside ^ crosses
     assert squared is not None and inside is not None  # a polygon has edges
