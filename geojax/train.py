@@ -353,11 +353,13 @@ class Training(NamedTuple):
     predict_step: Callable
 
 
-def create_training(config: ml_collections.ConfigDict) -> Training:
-    """The mesh over all devices, the model, optimizer, initial state (from config.seed, put
-    on every device) and the jitted data-parallel steps of `config`; with
+def create_training(
+    config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
+) -> Training:
+    """The mesh over `devices` (default: all), the model, optimizer, initial state (from
+    config.seed, put on every device) and the jitted data-parallel steps of `config`; with
     data.source='device' the train step draws its own batch (`device_batch_maker`)."""
-    mesh = create_mesh()
+    mesh = create_mesh(devices)
     if config.batch_size % mesh.devices.size:
         raise ConfigError(
             f"config.batch_size={config.batch_size} must be divisible by the "

@@ -77,7 +77,6 @@ def tiny_workdir(tmp_path_factory) -> Path:
     """A workdir `geojax.evaluate` and `train.load_for_inference` read: experiments/quick.py at
     the size of `tests.train_setup.TINY` (config.json) and its initial state as checkpoint 0,
     ranked best. Untrained, so it costs no compilation; train for a model that learned."""
-    import jax
 
     from geojax import train
     from tests.train_setup import TINY, load_config
@@ -85,9 +84,7 @@ def tiny_workdir(tmp_path_factory) -> Path:
     config = load_config("quick", TINY)
     workdir = tmp_path_factory.mktemp("tiny_workdir")
     train.write_config(config, str(workdir))
-    model = train.create_model(config)
-    tx = train.create_optimizer(config, train.create_learning_rate_fn(config), model)
-    state = train.create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
+    state = train.create_training(config).state  # steps are jitted lazily: nothing compiles
     manager = train.create_checkpoint_manager(str(workdir), config)
     progress = {"best_accuracy": 0.0, "best_step": 0, "stopped_early": False}
     train.save_checkpoint(manager, state, progress, {"accuracy": 0.0})

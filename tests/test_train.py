@@ -56,7 +56,6 @@ def test_a_few_steps_on_one_device_write_checkpoints_metrics_and_report(tmp_path
 
 _SAME_AS_ONE_DEVICE = textwrap.dedent("""
     import jax, numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P
     from geojax import train
     from geojax.data import train_batches
     from tests.train_setup import load_config, override
@@ -69,18 +68,19 @@ _SAME_AS_ONE_DEVICE = textwrap.dedent("""
     batches = [next(stream) for _ in range(3)]
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
-        mesh = train.create_mesh(devices)
-        model = train.create_model(config)
-        tx = train.create_optimizer(config, train.create_learning_rate_fn(config), model)
-        state = train.create_train_state(jax.random.PRNGKey(0), config, model, tx)
-        state = jax.device_put(state, NamedSharding(mesh, P()))
-        step, _ = train.make_parallel_steps(mesh, model, tx, 0.0)
+        mesh, _, _, _, state, step, _ = train.create_training(config, devices)
         for batch in train.global_batches(iter(batches), mesh):
             state, metrics = step(state, batch)
         results.append(jax.device_get((state.params, state.batch_stats)))
     for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     print("SAME")
+    config.batch_size = 3
+    try:
+        train.create_training(config)
+    except train.ConfigError as e:
+        assert "must be divisible by the 2 devices" in str(e), e
+        print("REFUSED")
 """)
 
 
@@ -88,6 +88,7 @@ def test_two_devices_give_the_parameters_of_one_on_the_same_global_batch():
     result = run([*_python(), "-c", _SAME_AS_ONE_DEVICE], devices=2)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SAME" in result.stdout
+    assert "REFUSED" in result.stdout  # a global batch that does not split over the devices
 
 
 def _python() -> list[str]:
