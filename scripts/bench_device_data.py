@@ -2,7 +2,7 @@
 
     python scripts/bench_device_data.py [--config custom] [--batch_size 256] [--img_size 224]
                                         [--steps 20] [--dtype bfloat16] [--workers N]
-                                        [--skip_cpu_loader] [--skip_torch]
+                                        [--skip_cpu_loader] [--skip_torch] [--parts]
 
 In one run, on the same devices and the same config (experiments/NAME.py):
   (a) bare train step on a fixed batch already on the devices (the ceiling),
@@ -13,6 +13,8 @@ In one run, on the same devices and the same config (experiments/NAME.py):
       torch.compile, on a batch already on the device, when torch and that file are present,
   (f) PyTorch end to end: torch.compile's step fed by the CPU loader of (d).
 Prints a markdown table with each figure's ratio to (a). Compilation is excluded everywhere.
+`--parts` instead times each part of (c) alone (sampling, background, distance, render, each
+augmentation op, the whole sample): where the device data's time goes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import jax
+import jax.numpy as jnp
 
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS.parent))
@@ -35,7 +38,7 @@ sys.path.insert(0, str(SCRIPTS))
 from bench_train import bench, bench_loader, load_experiment  # noqa: E402
 
 from geojax import train  # noqa: E402
-from geojax.data import device, pipeline  # noqa: E402
+from geojax.data import device, device_augment, device_render, pipeline  # noqa: E402
 
 
 def say(*args: object) -> None:
@@ -64,6 +67,51 @@ def device_step_rate(config, steps: int) -> float:
         return metrics
 
     return config.batch_size / timed(on_device, steps)
+
+
+def part_rates(config, steps: int) -> list[tuple[str, float]]:
+    """Images/s of each part of a device sample alone (jit of vmap over one device's batch),
+    to see where render + augment spend their time: sampling, background, distance, the whole
+    render, the augmentation and each of its ops, the whole sample."""
+    data = config.data
+    size, batch = int(data.img_size), config.batch_size
+    keys = jax.random.split(jax.random.PRNGKey(0), batch)
+    bank = device.noise_bank(0, 1, size)
+    labels = jnp.arange(batch) % 10
+
+    def sample(k, label):
+        geometry = device_render.sample_geometry(k, label, size, tuple(data.size_range))
+        return geometry, device_render.sample_style(k, geometry["radius"], bool(data.effects))
+
+    geometry, style = jax.jit(jax.vmap(sample))(keys, labels)
+    drawn = jax.jit(jax.vmap(lambda k: device_render.render_sample(k, size, bank=bank)))(keys)
+    images = {"image": drawn["image"], "label": drawn["label"],
+              "box": jnp.zeros((batch, 4), jnp.int32)}
+    parts: list[tuple[str, Callable, tuple]] = [
+        ("sample geometry + style", jax.vmap(sample), (keys, labels)),
+        ("background", jax.vmap(lambda k, st: device_render.draw_background(k, st, size, bank)),
+         (keys, style)),
+        ("signed distance", jax.vmap(lambda g, st: device_render.signed_distance(
+            g, size, st["jitter"])), (geometry, style)),
+        ("render (all of the above, coverage, effects)", jax.vmap(
+            lambda k: device_render.render_sample(k, size, tuple(data.size_range),
+                                                  bool(data.effects), bank)), (keys,)),
+    ]
+    ops = data.device_ops.split("|") if data.augment else []
+    for spec in ([data.device_ops] if ops else []) + ops:
+        augment = device_augment.compose(spec)
+        name = "augment: all ops" if spec == data.device_ops else f"  op {spec.strip()}"
+        parts.append((name, jax.vmap(lambda k, x, f=augment: {
+            key: v for key, v in f(k, {**x, "noise_bank": bank}).items() if key != "noise_bank"}),
+            (keys, images)))
+    parts.append(("whole sample (render + augment + box)", jax.vmap(
+        device.sample_fn(data), in_axes=(0, None)), (keys, bank)))
+    rates = []
+    for name, fn, fn_args in parts:
+        compiled = jax.jit(fn)
+        rates.append((name, batch / timed(lambda _, f=compiled, a=fn_args: f(*a), steps)))
+        say(f"{name}: {rates[-1][1]:.0f} images/s")
+    return rates
 
 
 def device_data_rate(config, steps: int) -> float:
@@ -129,6 +177,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=-1, help="-1: config.data.workers")
     parser.add_argument("--skip_cpu_loader", action="store_true")
     parser.add_argument("--skip_torch", action="store_true")
+    parser.add_argument("--parts", action="store_true",
+                        help="only time each part of render + augment alone (one device's "
+                             "batch) and exit")
     args = parser.parse_args()
 
     config = load_experiment(args.config)
@@ -147,6 +198,13 @@ def main() -> None:
         f"{jax.__version__}; config {args.config}, batch {config.batch_size}, "
         f"{config.data.img_size} px, dtype {config.model.dtype}, augment "
         f"{config.data.augment}, effects {config.data.effects}, steps {args.steps}")
+
+    if args.parts:
+        rates = part_rates(config, args.steps)
+        say("\n| part (one device's batch) | images/s |\n|---|---|")
+        for name, rate in rates:
+            say(f"| {name} | {rate:,.0f} |")
+        return
 
     rows: list[tuple[str, float]] = []
     bare = bench(config, args.steps)["images_per_s"]

@@ -14,11 +14,13 @@
 # 1. device data: bare train step vs render+augment+train in one step vs the CPU loader vs
 #    PyTorch eager and torch.compile, and torch.compile fed by the CPU loader (custom:
 #    SE-ResNet, 224 px, bf16, batch 256);
+#    then each part of render + augment timed alone (where the device data's time goes);
 # 2. bench_train: every experiment's train step at its input size (PyTorch and the loader are
 #    in part 1, to keep the run inside the lease);
 # 3. the custom model trained on device data for a few thousand steps, judged on held-out
 #    images from the independent PIL renderer (scripts/heldout_shapes.py).
-# Each part has its own time limit, so one slow part cannot take the others' output with it.
+# Each part has its own time limit, so one slow part cannot take the others' output with it;
+# together 580 s, inside one 600 s device call.
 set -uo pipefail
 OUT_DIR=${1:-/tmp/gpu_checks}
 mkdir -p "$OUT_DIR"
@@ -45,7 +47,9 @@ part() {  # part NAME SECONDS COMMAND...
 
 part device_data 260 python3 scripts/bench_device_data.py --config custom --batch_size 256 \
   --dtype bfloat16 --steps 30 --workers 16
-part bench_train 200 python3 scripts/bench_train.py --batch_size 256 --dtype bfloat16 --steps 20 \
+part device_parts 60 python3 scripts/bench_device_data.py --config custom --batch_size 256 \
+  --steps 20 --parts
+part bench_train 150 python3 scripts/bench_train.py --batch_size 256 --dtype bfloat16 --steps 20 \
   --no-torch --no-loader --configs custom quick light resnet50 efficientnet_b0 mobilenet_v2 \
   mobilenet_v3_small resnet101 efficientnet_b3 mobilenet_v3_large
 part heldout 110 python3 scripts/gpu_heldout.py --config custom --steps 2000 --batch_size 128
