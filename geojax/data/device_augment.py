@@ -5,9 +5,10 @@ A spec is a '|'-separated list of ops in the style of big_vision's preprocessing
     "flip_lr|rot90|affine(scale=(0.8, 1.0), p=0.5)|brightness_contrast(0.25, 0.3, p=0.5)|noise"
 
 Each op works on ONE sample, a dict {'image': float32 [S, S, 3] in 0..255, 'box': int32
-(x0, y0, x1, y1) of the shape, ends exclusive, 'label': int32}, and takes its own key (a sample may also carry 'noise_bank', standard normals shared by
-the batch that `noise` reads windows of: see `standard_normal`); `compose` turns the spec into
-`fn(key, sample) -> sample`, to be vmapped over a batch. Labels never change: only transforms
+(x0, y0, x1, y1) of the shape, ends exclusive, 'label': int32}, and takes its own key. A
+sample may also carry 'noise_bank', standard normals shared by the batch that `noise` reads
+windows of (see `standard_normal`). `compose` turns the spec into `fn(key, sample) -> sample`,
+to be vmapped over a batch. Labels never change: only transforms
 that keep every class true are offered as defaults, as in the CPU path (`geojax.data.augment`):
 flips and 90-degree turns, and uniform scaling about the centre that never enlarges, keep a
 square a square and a circle a circle, and keep the shape whole inside the frame. `affine` can

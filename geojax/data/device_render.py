@@ -30,7 +30,13 @@ import numpy as np
 
 from geojax import CLASSES
 from geojax.data import shapes
-from geojax.data.device_augment import gaussian_blur, hsv_to_rgb, luma, materialise, standard_normal
+from geojax.data.device_augment import (
+    gaussian_blur,
+    hsv_to_rgb,
+    luma,
+    materialise,
+    standard_normal,
+)
 from geojax.data.render import SUPERSAMPLE
 
 MAX_VERTICES = 10  # the star's; every other polygon class pads to it
