@@ -20,21 +20,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import load_experiment
-from heldout_shapes import FILLED_STYLES, OUTLINE_STYLES, render
+from heldout_shapes import heldout_samples
 
-from geojax import CLASSES, train
+from geojax import train
 from geojax.data import pipeline
 
 
-def heldout_split(per_class: int, img_size: int, styles: tuple[str, ...], seed: int) -> dict:
-    images, labels = [], []
-    for label, name in enumerate(CLASSES):
-        for i in range(per_class):
-            rng = np.random.default_rng([seed, label, i])
-            image, _ = render(rng, name, img_size, style=styles[(i + label) % len(styles)])
-            images.append(image)
-            labels.append(label)
-    return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
+def heldout_split(per_class: int, img_size: int, kind: str, seed: int) -> dict:
+    """A held-out set (`heldout_shapes.heldout_samples`) as one batch of arrays."""
+    samples = list(heldout_samples(per_class, img_size, seed, kind))
+    return {"image": np.stack([s["image"] for s in samples]),
+            "label": np.asarray([s["label"] for s in samples], np.int32)}
 
 
 def main() -> None:
@@ -74,10 +70,9 @@ def main() -> None:
 
     splits = {
         "our renderer, test split": pipeline.eval_split(config.data, "test"),
-        "held-out PIL, all styles": heldout_split(
-            args.heldout_per_class, size, FILLED_STYLES + OUTLINE_STYLES, seed=7),
-        "held-out PIL, filled": heldout_split(args.heldout_per_class, size, FILLED_STYLES, 8),
-        "held-out PIL, outline": heldout_split(args.heldout_per_class, size, OUTLINE_STYLES, 9),
+        "held-out PIL, all styles": heldout_split(args.heldout_per_class, size, "all", 7),
+        "held-out PIL, filled": heldout_split(args.heldout_per_class, size, "filled", 8),
+        "held-out PIL, outline": heldout_split(args.heldout_per_class, size, "outline", 9),
     }
     print(f"\n| {args.config} ({args.steps} steps, device data) | images | accuracy |\n|---|---|---|")
     for name, split in splits.items():

@@ -31,6 +31,7 @@ import colorsys
 import csv
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -341,24 +342,36 @@ def render(rng: np.random.Generator, name: str, img_size: int, *, style: str | N
     return np.asarray(small.convert("RGB")), info
 
 
-def write_heldout(out: Path, per_class: int, img_size: int, seed: int, kind: str = "all",
-                  scale: tuple[float, float] = (0.4, 0.9)) -> int:
-    """Writes OUT/CLASS/NNNNN.png and OUT/manifest.csv; returns the number of images."""
+def heldout_samples(per_class: int, img_size: int, seed: int, kind: str = "all",
+                    scale: tuple[float, float] = (0.4, 0.9)) -> Iterator[dict]:
+    """The images of a held-out set, class by class: {'label', 'name', 'index', 'image',
+    'style', 'palette', and `render`'s info}. Image i of class `label` comes from the seed
+    (seed, label, i) alone."""
     styles = FILLED_STYLES + OUTLINE_STYLES if kind == "all" else KINDS[kind]
-    rows = []
     for label, name in enumerate(CLASSES):
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             rng = np.random.default_rng([seed, label, i])
             # Styles and palettes cycle so every class gets each of them about equally often.
             style = styles[(i + label) % len(styles)]
             palette = PALETTES[(i // len(styles) + label) % len(PALETTES)]
             image, info = render(rng, name, img_size, style=style, palette=palette, scale=scale)
-            path = folder / f"{i:05d}.png"
-            Image.fromarray(image).save(path)
-            rows.append([f"{name}/{path.name}", name, info["kind"], style, palette,
-                         info["background"], int(info["blur"]), f"{info['extent']:.3f}"])
+            yield {**info, "label": label, "name": name, "index": i, "image": image,
+                   "style": style, "palette": palette}
+
+
+def write_heldout(out: Path, per_class: int, img_size: int, seed: int, kind: str = "all",
+                  scale: tuple[float, float] = (0.4, 0.9)) -> int:
+    """Writes OUT/CLASS/NNNNN.png and OUT/manifest.csv; returns the number of images."""
+    rows = []
+    for sample in heldout_samples(per_class, img_size, seed, kind, scale):
+        name = sample["name"]
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{sample['index']:05d}.png"
+        Image.fromarray(sample["image"]).save(path)
+        rows.append([f"{name}/{path.name}", name, sample["kind"], sample["style"],
+                     sample["palette"], sample["background"], int(sample["blur"]),
+                     f"{sample['extent']:.3f}"])
     with open(out / "manifest.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "class", "kind", "style", "palette", "background", "blur",
