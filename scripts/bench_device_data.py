@@ -20,6 +20,7 @@ augmentation op, the whole sample): where the device data's time goes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -154,14 +155,11 @@ def torch_rates(config, steps: int, loader: bool) -> dict[str, float]:
     rates = {}
     for name, compile_, fed in runs:
         try:
-            if fed:
-                with pipeline.train_batches(stream_config(config).data, batch_size,
-                                            seed=0) as stream:
-                    rates[name] = bench_torch(batch_size, img_size, steps, compile=compile_,
-                                              device=torch_device, dtype=dtype, batches=stream)
-            else:
+            source = (pipeline.train_batches(stream_config(config).data, batch_size, seed=0)
+                      if fed else contextlib.nullcontext())
+            with source as stream:
                 rates[name] = bench_torch(batch_size, img_size, steps, compile=compile_,
-                                          device=torch_device, dtype=dtype)
+                                          device=torch_device, dtype=dtype, batches=stream)
         except Exception as e:  # a failed torch run must not lose the JAX figures
             say(f"note: {name} failed: {type(e).__name__}: {e}")
     return rates
