@@ -59,7 +59,9 @@ def sample_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array, jax.Arr
     augment = device_augment.compose(config.device_ops) if config.augment else None
 
     def make(key: jax.Array, bank: jax.Array) -> Batch:
-        render_key, augment_key = jax.random.split(key)
+        # The barrier keeps the keys' threefry out of the per-pixel kernels: XLA:GPU fused it
+        # into each image-sized consumer and hashed again per pixel (XLA:CPU ignores it).
+        render_key, augment_key = jax.lax.optimization_barrier(jax.random.split(key))
         drawn = device_render.render_sample(render_key, size, size_range, effects, bank)
         sample = {"image": drawn["image"], "label": drawn["label"],
                   "box": device_augment.mask_box(drawn["mask"] >= MASK_THRESHOLD)}

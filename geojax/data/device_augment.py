@@ -49,8 +49,9 @@ BLUR_RADIUS = 3  # taps each side: a 7-tap separable Gaussian (sigma up to ~1.5)
 
 
 def luma(rgb: jax.Array) -> jax.Array:
-    """Luma of RGB values (any scale) over the last axis."""
-    return rgb @ jnp.asarray(LUMA, rgb.dtype)
+    """Luma of RGB values (any scale) over the last axis (a weighted sum of the three channel
+    slices: on a GPU a dot with 3 weights was a GEMM kernel of its own)."""
+    return LUMA[0] * rgb[..., 0] + LUMA[1] * rgb[..., 1] + LUMA[2] * rgb[..., 2]
 
 
 def rgb_to_hsv(rgb: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -136,7 +137,8 @@ def standard_normal(key: jax.Array, shape: tuple[int, ...], bank: jax.Array | No
     if bank.shape[0] < h or bank.shape[1] < w:
         raise ValueError(f"noise bank {bank.shape} is smaller than {shape}")
     last = jnp.array([bank.shape[0] - h, bank.shape[1] - w])
-    row, col = jax.random.randint(key, (2,), 0, last + 1)
+    # Offsets computed once per sample, not inside the per-pixel gather (see device.sample_fn).
+    row, col = jax.lax.optimization_barrier(jax.random.randint(key, (2,), 0, last + 1))
     window = jax.lax.dynamic_slice(bank, (row, col, 0), (h, w, bank.shape[2]))
     return window[..., :shape[2]] if len(shape) == 3 else window[..., 0]
 
