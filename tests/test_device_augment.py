@@ -124,3 +124,30 @@ def test_noise_from_a_bank_is_a_window_of_it_at_a_random_offset():
     assert any(np.array_equal(b[r:r + 8, c:c + 8, 0], single) for r in range(13) for c in range(17))
     with pytest.raises(ValueError, match="smaller"):
         device_augment.standard_normal(jax.random.PRNGKey(0), (32, 8, 3), bank)
+
+
+def _numpy_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable 7-tap Gaussian, edges replicated, by index clipping."""
+    r = device_augment.BLUR_RADIUS
+    weights = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    weights /= weights.sum()
+    for axis in (0, 1):
+        n = image.shape[axis]
+        image = sum(w * np.take(image, np.clip(np.arange(n) + i - r, 0, n - 1), axis=axis)
+                    for i, w in enumerate(weights))
+    return image
+
+
+@pytest.mark.parametrize("sigma", [0.3, 1.0, 1.5])
+def test_blur_is_a_separable_gaussian_with_replicated_edges(sigma):
+    image = np.random.default_rng(0).uniform(0, 255, (12, 9, 3)).astype(np.float32)
+    expected = _numpy_blur(image.astype(np.float64), sigma)
+    np.testing.assert_allclose(jax.jit(device_augment.gaussian_blur)(image, sigma), expected,
+                               atol=1e-3)
+    # The GPU's form of each pass (a shift per tap), run here: the same sums.
+    weights = np.exp(-0.5 * (np.arange(-3, 4) / sigma) ** 2).astype(np.float32)
+    weights /= weights.sum()
+    for axis in (0, 1):
+        np.testing.assert_allclose(
+            device_augment.taps_from_shifts(jnp.asarray(image), weights, axis),
+            device_augment.taps_from_padded(jnp.asarray(image), weights, axis), atol=1e-4)
