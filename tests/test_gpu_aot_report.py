@@ -43,3 +43,11 @@ def test_loop_bodies_count_once_per_trip():
 def test_rejects_text_without_a_module():
     with pytest.raises(ValueError, match="ENTRY"):
         report.kernels("not hlo")
+
+
+def test_kernels_name_the_geojax_lines_they_come_from():
+    from geojax.data import device_augment
+
+    image = jnp.zeros((16, 16, 3), jnp.float32)
+    found = report.kernels(_hlo(lambda x: device_augment.gaussian_blur(x, 1.0), image))
+    assert any("data/device_augment.py:" in k.source for k in found)
