@@ -144,6 +144,8 @@ def test_blur_is_a_separable_gaussian_with_replicated_edges(sigma):
     expected = _numpy_blur(image.astype(np.float64), sigma)
     np.testing.assert_allclose(jax.jit(device_augment.gaussian_blur)(image, sigma), expected,
                                atol=1e-3)
+    # Sigma 0 is exactly the identity: a per-sample blur needs no select.
+    np.testing.assert_array_equal(jax.jit(device_augment.gaussian_blur)(image, 0.0), image)
     # The GPU's form of each pass (a shift per tap), run here: the same sums.
     weights = np.exp(-0.5 * (np.arange(-3, 4) / sigma) ** 2).astype(np.float32)
     weights /= weights.sum()
