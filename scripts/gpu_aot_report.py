@@ -1,14 +1,15 @@
 """What the GPU compiler makes of the device data, without a GPU: kernels, bytes, estimated time.
 
-    pip install --target /tmp/cuda_plugin --no-deps "jax-cuda12-plugin==$(python -c \
-        'import jax; print(jax.__version__)')" "jax-cuda12-pjrt==<the same version>"
+    V=$(python -c 'import jax; print(jax.__version__)')    # the plugin must match jax
+    pip install --target /tmp/cuda_plugin --no-deps jax-cuda12-plugin==$V jax-cuda12-pjrt==$V
     PYTHONPATH=/tmp/cuda_plugin python scripts/gpu_aot_report.py [--config custom]
         [--batch_size 256] [--dtype bfloat16] [--top 12] [--step_ms 21.8] [--no-train]
 
 Deviceless ahead-of-time compilation (jax.experimental.topologies with the CUDA PJRT plugin:
 no driver, no GPU) for the GPU described by --target (an H100 by default), of (1) render +
 augment alone (`geojax.data.device.batch_fn`) and, unless --no-train, (2) the bare train step
-and (3) the device-data train step (`geojax.train.make_parallel_steps`). From each optimized
+and (3) the device-data train step (`geojax.train.make_parallel_steps`; gemm_wgrad models as
+the GPU runs them, with lax.conv). From each optimized
 HLO module: its kernels (top-level fusions, custom calls and copies; a while loop's body
 counted as many times as it runs), the bytes each reads and writes (its operands' and
 results' sizes: an upper bound for slicing kernels), its element-ops (result elements times
