@@ -49,26 +49,25 @@ INSTRUCTION = re.compile(
     r"^\s+(?:ROOT )?%([\w.\-]+) = (\(.*?\)|\S+) ([\w-]+)\((.*?)\)(.*)$")
 
 
-def shape_bytes(shape: str) -> int:
-    """Bytes of an HLO shape string, tuples summed ('(f32[2,3]{1,0}, u8[4])' -> 28)."""
-    total = 0
+def arrays(shape: str) -> list[tuple[str, int]]:
+    """(dtype, element count) of each array in an HLO shape string (tuples flattened)."""
+    found = []
     for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", shape):
         count = 1
         for d in filter(None, dims.split(",")):
             count *= int(d)
-        total += count * BYTES.get(dtype, 0)
-    return total
+        found.append((dtype, count))
+    return found
+
+
+def shape_bytes(shape: str) -> int:
+    """Bytes of an HLO shape string, tuples summed ('(f32[2,3]{1,0}, u8[4])' -> 28)."""
+    return sum(count * BYTES.get(dtype, 0) for dtype, count in arrays(shape))
 
 
 def shape_elements(shape: str) -> int:
     """Elements of the largest array in an HLO shape string."""
-    best = 0
-    for _dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", shape):
-        count = 1
-        for d in filter(None, dims.split(",")):
-            count *= int(d)
-        best = max(best, count)
-    return best
+    return max((count for _, count in arrays(shape)), default=0)
 
 
 @dataclass

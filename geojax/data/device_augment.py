@@ -131,8 +131,9 @@ def taps_from_shifts(image: jax.Array, weights: jax.Array, axis: int) -> jax.Arr
 
 def taps_from_padded(image: jax.Array, weights: jax.Array, axis: int) -> jax.Array:
     """The same sum read from one padded copy of `image`: twice as fast on XLA:CPU as the
-    concatenations, but a GPU writes the copy out whole first (1.9 GB more traffic per blurred
-    256-image batch at 224 px, by scripts/gpu_aot_report.py)."""
+    concatenations, but a GPU writes the copy out whole first (with the renderer's and the
+    augmentation's blurs, 1.9 GB more traffic per 256-image batch at 224 px, by
+    scripts/gpu_aot_report.py)."""
     r = (weights.shape[0] - 1) // 2
     pad = [(0, 0)] * image.ndim
     pad[axis] = (r, r)
