@@ -14,7 +14,9 @@
 # 1. device data: bare train step vs render+augment+train in one step vs the CPU loader vs
 #    PyTorch eager and torch.compile, and torch.compile fed by the CPU loader (custom:
 #    SE-ResNet, 224 px, bf16, batch 256);
-#    then each part of render + augment timed alone (where the device data's time goes);
+#    then each part of render + augment timed alone (where the device data's time goes), and
+#    scripts/gpu_aot_report.py's estimate of the same program (a second calibration point for
+#    the estimate made without a GPU, BENCHMARKS.md);
 # 2. bench_train: every experiment's train step at its input size (PyTorch and the loader are
 #    in part 1, to keep the run inside the lease);
 # 3. the custom model trained on device data for a few thousand steps, judged on held-out
@@ -49,7 +51,8 @@ part device_data 260 python3 scripts/bench_device_data.py --config custom --batc
   --dtype bfloat16 --steps 30 --workers 16
 part device_parts 60 python3 scripts/bench_device_data.py --config custom --batch_size 256 \
   --steps 20 --parts
-part bench_train 150 python3 scripts/bench_train.py --batch_size 256 --dtype bfloat16 --steps 20 \
+part aot_report 40 python3 scripts/gpu_aot_report.py --no-train --top 20
+part bench_train 110 python3 scripts/bench_train.py --batch_size 256 --dtype bfloat16 --steps 20 \
   --no-torch --no-loader --configs custom quick light resnet50 efficientnet_b0 mobilenet_v2 \
   mobilenet_v3_small resnet101 efficientnet_b3 mobilenet_v3_large
 part heldout 110 python3 scripts/gpu_heldout.py --config custom --steps 2000 --batch_size 128
