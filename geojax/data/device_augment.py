@@ -121,12 +121,16 @@ def shifted(x: jax.Array, axis: int, offset: int) -> jax.Array:
     return jnp.concatenate(parts, axis)
 
 
+def _tap_sum(weights: jax.Array, tap: Callable[[int], jax.Array]) -> jax.Array:
+    """sum_i weights[i] * tap(i) over the 2r + 1 weights."""
+    return cast(jax.Array, sum(weights[i] * tap(i) for i in range(weights.shape[0])))
+
+
 def taps_from_shifts(image: jax.Array, weights: jax.Array, axis: int) -> jax.Array:
     """sum_i weights[i] * image shifted by i - r along `axis` (2r + 1 weights, edges
     replicated), a small concatenation per tap: a GPU fuses them into the sum, one kernel."""
     r = (weights.shape[0] - 1) // 2
-    return cast(jax.Array, sum(weights[i] * shifted(image, axis, i - r)
-                               for i in range(2 * r + 1)))
+    return _tap_sum(weights, lambda i: shifted(image, axis, i - r))
 
 
 def taps_from_padded(image: jax.Array, weights: jax.Array, axis: int) -> jax.Array:
@@ -138,9 +142,7 @@ def taps_from_padded(image: jax.Array, weights: jax.Array, axis: int) -> jax.Arr
     pad = [(0, 0)] * image.ndim
     pad[axis] = (r, r)
     padded = jnp.pad(image, pad, mode="edge")
-    n = image.shape[axis]
-    return cast(jax.Array, sum(weights[i] * lax_slice(padded, axis, i, n)
-                               for i in range(2 * r + 1)))
+    return _tap_sum(weights, lambda i: lax_slice(padded, axis, i, image.shape[axis]))
 
 
 def gaussian_blur(image: jax.Array, sigma: jax.Array) -> jax.Array:
