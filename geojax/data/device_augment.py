@@ -75,21 +75,33 @@ def hsv_to_rgb(h: jax.Array, s: jax.Array, v: jax.Array) -> jax.Array:
 
 
 def bilinear_sample(image: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-    """`image` [H, W, C] at float pixel coordinates x, y (any equal shapes), borders
-    replicated; integer coordinates give the pixels exactly."""
+    """`image` [H, W, C] at float pixel coordinates x, y, one pair per output element ([h, w,
+    C]: element (i, j, c) reads channel c at (y, x)), borders replicated; integer coordinates
+    give the pixels exactly.
+
+    Coordinates per element, not per pixel: a GPU then computes them inside the one kernel that
+    gathers, where coordinates shared by a pixel's channels were written out and read back
+    (scripts/gpu_aot_report.py)."""
     height, width = image.shape[:2]
     x = jnp.clip(x, 0.0, width - 1.0)
     y = jnp.clip(y, 0.0, height - 1.0)
     x0 = jnp.floor(x)
     y0 = jnp.floor(y)
-    fx = (x - x0)[..., None]
-    fy = (y - y0)[..., None]
-    x0 = x0.astype(jnp.int32)
-    y0 = y0.astype(jnp.int32)
+    fx = x - x0
+    fy = y - y0
+    # Unsigned and promised in bounds (they are, clipped): no negative-index wrapping or
+    # bounds masks around the gathers.
+    x0 = x0.astype(jnp.uint32)
+    y0 = y0.astype(jnp.uint32)
     x1 = jnp.minimum(x0 + 1, width - 1)
     y1 = jnp.minimum(y0 + 1, height - 1)
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    c = jax.lax.broadcasted_iota(jnp.uint32, x.shape, x.ndim - 1)
+
+    def at(row: jax.Array, col: jax.Array) -> jax.Array:
+        return image.at[row, col, c].get(mode="promise_in_bounds")
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
+    bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
     return top * (1 - fy) + bottom * fy
 
 
@@ -313,8 +325,9 @@ def warp(sample: Sample) -> Sample:
     the box with it."""
     m = sample.pop("matrix")
     size = sample["image"].shape[0]
-    coords = jnp.arange(size, dtype=jnp.float32)
-    xs, ys = coords[None, :], coords[:, None]
+    shape = sample["image"].shape
+    xs = jax.lax.broadcasted_iota(jnp.float32, shape, 1)
+    ys = jax.lax.broadcasted_iota(jnp.float32, shape, 0)
     x_in = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
     y_in = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
     box = jnp.clip(transform_box(sample["box"], m), 0, size)
