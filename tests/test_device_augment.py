@@ -153,3 +153,36 @@ def test_blur_is_a_separable_gaussian_with_replicated_edges(sigma):
         np.testing.assert_allclose(
             device_augment.taps_from_shifts(jnp.asarray(image), weights, axis),
             device_augment.taps_from_padded(jnp.asarray(image), weights, axis), atol=1e-4)
+
+
+def test_pixel_ops_can_round_to_whole_levels_as_on_uint8_images():
+    _, batch = _samples(4)
+    spec = "affine(scale=0.9)|brightness_contrast(0.25, 0.3, p=1.0)|invert(p=1.0)"
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    floats, levels = (jax.jit(jax.vmap(device_augment.compose(spec, whole_levels=w)))(
+        keys, batch)["image"] for w in (False, True))
+    np.testing.assert_array_equal(levels, np.round(levels))
+    assert not np.array_equal(floats, np.round(floats))  # the CPU's default keeps floats
+    np.testing.assert_allclose(levels, floats, atol=1.0)  # under a level per op
+
+
+def test_render_effects_left_pending_are_composed_into_the_ops_or_applied_last():
+    _, batch = _samples(3)
+    image = batch["image"]
+    pending = {**batch, "blur_sigma": jnp.full(3, 1.0), "noise_sigma": jnp.zeros(3)}
+    # No blur op: the pending blur comes after the last op, and is not left in the sample.
+    out, _ = _apply("invert(p=0.0)", pending)
+    assert "blur_sigma" not in out and "noise_sigma" not in out
+    np.testing.assert_allclose(out["image"], jax.vmap(device_augment.gaussian_blur)(
+        image, jnp.full(3, 1.0)), atol=1e-3)
+    # A blur op takes it up: one blur, the two sigmas composed (Gaussians: sigma^2 add).
+    out, _ = _apply("blur(sigma=0.5, p=1.0)", pending)
+    composed = jax.vmap(device_augment.gaussian_blur)(image, jnp.full(3, np.sqrt(1.25)))
+    np.testing.assert_allclose(out["image"], composed, atol=1e-3)
+    # Pending noise: the noise op's std and the renderer's add as variances.
+    flat = {"image": jnp.full((1, 96, 96, 3), 128.0), "box": batch["box"][:1],
+            "label": batch["label"][:1], "noise_sigma": jnp.full(1, 6.0),
+            "noise_bank": jax.random.normal(jax.random.PRNGKey(0), (1, 192, 192, 3))}
+    keys = jax.random.split(jax.random.PRNGKey(0), 1)
+    noisy = jax.vmap(device_augment.compose("noise(std=0.0314, p=1.0)"))(keys, flat)
+    assert abs(float(np.std(np.asarray(noisy["image"]) - 128.0)) - np.hypot(6.0, 8.0)) < 0.5

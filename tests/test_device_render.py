@@ -120,3 +120,14 @@ def test_outline_jitter_bends_the_distance_by_its_harmonics_of_the_angle():
     k = np.arange(1, device_render.JITTER_HARMONICS + 1)
     expected = (jitter[:, 0] * np.sin(k * phase[..., None] + jitter[:, 1])).sum(-1)
     np.testing.assert_allclose(plain - bent, expected, atol=2e-4)
+
+
+def test_deferred_effects_leave_the_picture_clean_and_hand_over_the_sigmas():
+    keys = jax.random.split(jax.random.PRNGKey(0), 32)
+    deferred = jax.jit(jax.vmap(lambda k: device_render.render_sample(
+        k, 32, defer_effects=True)))(keys)
+    clean = jax.jit(jax.vmap(lambda k: device_render.render_sample(k, 32, effects=False)))(keys)
+    np.testing.assert_array_equal(deferred["image"], clean["image"])
+    blur, noise = np.asarray(deferred["blur_sigma"]), np.asarray(deferred["noise_sigma"])
+    assert 0 < (blur > 0).sum() < 32 and 0 < (noise > 0).sum() < 32  # a quarter each
+    assert blur.max() <= 1.2 and noise.max() <= 12.0

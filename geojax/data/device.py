@@ -64,23 +64,18 @@ def sample_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array, jax.Arr
         # The barrier keeps the keys' threefry out of the per-pixel kernels: XLA:GPU fused it
         # into each image-sized consumer and hashed again per pixel (XLA:CPU ignores it).
         render_key, augment_key = jax.lax.optimization_barrier(jax.random.split(key))
-        drawn = device_render.render_sample(render_key, size, size_range, effects, bank)
-        sample = {"image": quantise(drawn["image"]), "label": drawn["label"],
-                  "box": device_augment.mask_box(drawn["mask"] >= MASK_THRESHOLD)}
+        drawn = device_render.render_sample(render_key, size, size_range, effects, bank,
+                                            defer_effects=augment is not None)
+        box = device_augment.mask_box(drawn.pop("mask") >= MASK_THRESHOLD)
+        sample = {**drawn, "image": device_augment.quantise(drawn["image"]), "box": box}
         if augment is not None:
             sample = {**sample, "image": sample["image"].astype(jnp.float32)}
             sample = augment(augment_key, {**sample, "noise_bank": bank})
             sample.pop("noise_bank")
-            sample = {**sample, "image": quantise(sample["image"])}
+            sample = {**sample, "image": device_augment.quantise(sample["image"])}
         return sample
 
     return make
-
-
-def quantise(image: jax.Array) -> jax.Array:
-    """uint8 pixels of a float image in 0..255, rounded half up as
-    `geojax.data.render.finish_image`."""
-    return jnp.clip(image + 0.5, 0, 255).astype(jnp.uint8)
 
 
 def make_batch(config: ml_collections.ConfigDict, seed: int, step: jax.Array,

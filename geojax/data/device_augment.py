@@ -7,8 +7,13 @@ A spec is a '|'-separated list of ops in the style of big_vision's preprocessing
 Each op works on ONE sample, a dict {'image': float32 [S, S, 3] in 0..255, 'box': int32
 (x0, y0, x1, y1) of the shape, ends exclusive, 'label': int32}, and takes its own key. A
 sample may also carry 'noise_bank', standard normals shared by the batch that `noise` reads
-windows of (see `standard_normal`). `compose` turns the spec into `fn(key, sample) -> sample`,
-to be vmapped over a batch. Labels never change: only transforms
+windows of (see `standard_normal`), and the renderer's effects left pending, 'blur_sigma' and
+'noise_sigma' (`device_render.render_sample(defer_effects=True)`): the first `blur` and `noise`
+ops take them up (Gaussian blurs compose, sigma^2 add; independent noises, variances add), or
+`compose` applies them after the last op. One blur per sample instead of two: on a GPU each is
+two passes over the batch. `compose` turns the spec into `fn(key, sample) -> sample`, to be
+vmapped over a batch; on accelerators, as albumentations on uint8 images, every pixel op's
+result is rounded to whole levels (see `compose`). Labels never change: only transforms
 that keep every class true are offered as defaults, as in the CPU path (`geojax.data.augment`):
 flips and 90-degree turns, and uniform scaling about the centre that never enlarges, keep a
 square a square and a circle a circle, and keep the shape whole inside the frame. `affine` can
@@ -50,8 +55,12 @@ BLUR_RADIUS = 3  # taps each side: a 7-tap separable Gaussian (sigma up to ~1.5)
 
 
 def luma(rgb: jax.Array) -> jax.Array:
-    """Luma of RGB values (any scale) over the last axis."""
-    return rgb @ jnp.asarray(LUMA, rgb.dtype)
+    """Luma of RGB values (any scale) over the last axis: a dot on the CPU, where it is the
+    faster form; three products elsewhere (XLA:GPU made the dot a GEMM kernel of its own,
+    reading the image as float32: scripts/gpu_aot_report.py, 63 us of 1.0 ms)."""
+    return jax.lax.platform_dependent(
+        rgb, cpu=lambda rgb: rgb @ jnp.asarray(LUMA, rgb.dtype),
+        default=lambda rgb: rgb[..., 0] * LUMA[0] + rgb[..., 1] * LUMA[1] + rgb[..., 2] * LUMA[2])
 
 
 def rgb_to_hsv(rgb: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -103,6 +112,12 @@ def bilinear_sample(image: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
     top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
     bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
     return top * (1 - fy) + bottom * fy
+
+
+def quantise(image: jax.Array) -> jax.Array:
+    """uint8 pixels of a float image in 0..255, rounded half up as
+    `geojax.data.render.finish_image`."""
+    return jnp.clip(image + 0.5, 0, 255).astype(jnp.uint8)
 
 
 def materialise(x: jax.Array) -> jax.Array:
@@ -390,6 +405,23 @@ def invert(p: float = 0.1) -> Op:
     return op
 
 
+def _blurred(sample: Sample, sigma: jax.Array) -> Sample:
+    """The image blurred by `sigma` (px, 0: unchanged), composed with the blur the renderer
+    left pending (Gaussians compose: sigma^2 add)."""
+    sample = dict(sample)
+    sigma = jnp.sqrt(sigma**2 + sample.pop("blur_sigma", 0.0) ** 2)
+    return {**sample, "image": gaussian_blur(sample["image"], sigma)}
+
+
+def _noisy(key: jax.Array, sample: Sample, sigma: jax.Array) -> Sample:
+    """The image plus Gaussian noise of std `sigma` (0..255 units), composed with the noise the
+    renderer left pending (independent noises: variances add)."""
+    sample = dict(sample)
+    sigma = jnp.sqrt(sigma**2 + sample.pop("noise_sigma", 0.0) ** 2)
+    noise = standard_normal(key, sample["image"].shape, sample.get("noise_bank"))
+    return {**sample, "image": jnp.clip(sample["image"] + sigma * noise, 0, 255)}
+
+
 def blur(sigma: float | tuple[float, float] = (0.3, 1.5), p: float = 0.2) -> Op:
     """Gaussian blur, sigma (px) uniform in the range."""
     lo, hi = (sigma, sigma) if isinstance(sigma, int | float) else _range(sigma, "sigma")
@@ -398,9 +430,7 @@ def blur(sigma: float | tuple[float, float] = (0.3, 1.5), p: float = 0.2) -> Op:
 
     def op(key, sample):
         k = jax.random.split(key)
-        image = sample["image"]
-        sigma = jnp.where(_chance(k[1], p), _uniform(k[0], lo, hi), 0.0)  # 0: the identity
-        return {**sample, "image": gaussian_blur(image, sigma)}
+        return _blurred(sample, jnp.where(_chance(k[1], p), _uniform(k[0], lo, hi), 0.0))
     return op
 
 
@@ -410,10 +440,7 @@ def noise(std: float | tuple[float, float] = (0.02, 0.08), p: float = 0.2) -> Op
 
     def op(key, sample):
         k = jax.random.split(key, 3)
-        image = sample["image"]
-        sigma = _uniform(k[0], lo, hi) * 255.0 * _chance(k[1], p)
-        new = image + sigma * standard_normal(k[2], image.shape, sample.get("noise_bank"))
-        return {**sample, "image": jnp.clip(new, 0, 255)}
+        return _noisy(k[2], sample, _uniform(k[0], lo, hi) * 255.0 * _chance(k[1], p))
     return op
 
 
@@ -457,10 +484,26 @@ def parse_ops(spec: str) -> list[tuple[str, tuple, dict]]:
     return parsed
 
 
-def compose(spec: str) -> Callable[[jax.Array, Sample], Sample]:
+def _whole_levels(image: jax.Array) -> jax.Array:
+    return quantise(image).astype(jnp.float32)
+
+
+def compose(spec: str, whole_levels: bool | None = None) -> Callable[[jax.Array, Sample], Sample]:
     """One `fn(key, sample) -> sample` applying the spec's ops in order (see module doc).
 
+    `whole_levels`: round the image to whole levels after every pixel op, as albumentations
+    does on uint8 images. None (the default): on accelerators, not on the CPU. On a GPU the
+    image then crosses kernels as uint8, a quarter of float32's memory traffic
+    (scripts/gpu_aot_report.py: predicted (b)/(a) 0.928 -> 0.942); XLA:CPU runs the whole
+    augmentation 6x slower for the rounding, so there it keeps floats (the batches of the two
+    differ by the rounding, under a level per op).
+
     Fails now, naming the op, on an unknown op or bad arguments."""
+    def between_ops(image: jax.Array) -> jax.Array:
+        if whole_levels is None:
+            return jax.lax.platform_dependent(image, cpu=lambda x: x, default=_whole_levels)
+        return _whole_levels(image) if whole_levels else image
+
     steps: list[tuple[bool, Op]] = []
     for name, args, kwargs in parse_ops(spec):
         try:
@@ -477,6 +520,15 @@ def compose(spec: str) -> Callable[[jax.Array, Sample], Sample]:
             elif not geometric and pending:
                 sample, pending = warp(sample), False
             sample = op(jax.random.fold_in(key, i), sample)
-        return warp(sample) if pending else sample
+            if not geometric:
+                sample = {**sample, "image": between_ops(sample["image"])}
+        if pending:
+            sample = warp(sample)
+        # Effects the renderer left pending that no blur or noise op took up.
+        if "blur_sigma" in sample:
+            sample = _blurred(sample, jnp.float32(0.0))
+        if "noise_sigma" in sample:
+            sample = _noisy(jax.random.fold_in(key, len(steps)), sample, jnp.float32(0.0))
+        return sample
 
     return apply

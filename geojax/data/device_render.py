@@ -424,13 +424,19 @@ def render(key: jax.Array, geometry: Geometry, style: Style, size: int,
 
 
 def render_sample(key: jax.Array, size: int, size_range: tuple[float, float] = (0.3, 0.95),
-                  effects: bool = True, bank: jax.Array | None = None) -> dict[str, jax.Array]:
+                  effects: bool = True, bank: jax.Array | None = None,
+                  defer_effects: bool = False) -> dict[str, jax.Array]:
     """One random shape of a random class: {'image' float32 [S, S, 3] 0..255, 'mask' float32
     coverage [S, S], 'label' int32}, as `geojax.data.render.render_shape` draws it (`bank`:
-    see `render`)."""
+    see `render`). With `defer_effects` the image is left unblurred and noiseless and the
+    sample carries the effects' 'blur_sigma' and 'noise_sigma' for the augmentation to apply
+    (`geojax.data.device_augment.compose`)."""
     k = jax.random.split(key, 4)
     label = _integer(jax.random.uniform(k[0]), 0, len(CLASSES)).astype(jnp.int32)
     geometry = sample_geometry(k[1], label, size, size_range)
     style = sample_style(k[2], geometry["radius"], effects)
-    image, mask = render(k[3], geometry, style, size, bank, effects)
-    return {"image": image, "mask": mask, "label": label}
+    image, mask = render(k[3], geometry, style, size, bank, effects and not defer_effects)
+    drawn = {"image": image, "mask": mask, "label": label}
+    if effects and defer_effects:
+        drawn.update(blur_sigma=style["blur_sigma"], noise_sigma=style["noise_sigma"])
+    return drawn
