@@ -1,9 +1,10 @@
 """Training augmentation with albumentations; evaluation uses none.
 
-Only transforms that keep the class true are used. Flips and 90-degree turns of a square image,
-and uniform scaling about the centre (never enlarging), keep every shape whole and in the frame;
-shear, anisotropic scaling and perspective are left out because they turn squares into rhombi or
-rectangles and circles into ellipses. Arbitrary rotation and position come from the renderer.
+Only transforms that keep the class true are used. Flips and 90-degree turns of a square image
+keep every shape whole and in the frame; shear, anisotropic scaling and perspective are left out
+because they turn squares into rhombi or rectangles and circles into ellipses. Size, rotation and
+position come from the renderer (scaling down here would smear a shape that touches the border
+into the filled margin).
 The rest is photometric: brightness/contrast, colour, grey, inversion, blur, noise, resolution
 loss and JPEG artifacts, which is how other people's images differ from ours.
 """
@@ -16,7 +17,6 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import albumentations as A
-import cv2
 import numpy as np
 
 
@@ -24,7 +24,6 @@ def train_augmentation() -> A.Compose:
     """The training pipeline: label-preserving geometry, then photometric changes."""
     return A.Compose([
         A.SquareSymmetry(p=1.0),
-        A.Affine(scale=(0.8, 1.0), keep_ratio=True, border_mode=cv2.BORDER_REPLICATE, p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.3, p=0.5),
         A.HueSaturationValue(hue_shift_limit=25, sat_shift_limit=40, val_shift_limit=20, p=0.4),
         A.ToGray(p=0.1),

@@ -3,9 +3,9 @@
 A class is defined by geometry that holds at any rotation, so a renderer (OpenCV here, JAX on
 accelerators) only has to fill or stroke the outline:
 
-- circle: one radius; ellipse: two axes with ratio >= 1.4 (clearly elongated)
-- square: four equal sides, right angles; rectangle: right angles, side ratio >= 1.4
-- rhombus: four equal sides, acute angle 40-70 degrees (clearly not a square)
+- circle: one radius; ellipse: two axes with ratio 1.25-3 (visibly elongated)
+- square: four equal sides, right angles; rectangle: right angles, side ratio 1.25-3
+- rhombus: four equal sides, acute angle 40-80 degrees (10 degrees or more from a square)
 - triangle: any triangle whose smallest angle is >= 20 degrees (equilateral, isosceles, right,
   scalene, obtuse)
 - pentagon, hexagon, octagon: regular
@@ -25,9 +25,11 @@ import numpy as np
 
 from geojax import CLASSES
 
-ELONGATION_MIN = 1.4
+# The seed's generator draws rectangles and ellipses from 1.25:1 and rhombi with acute angles of
+# 58-80 degrees; each boundary keeps a margin to its neighbour class (DESIGN.md, "Classes").
+ELONGATION_MIN = 1.25
 ELONGATION_MAX = 3.0
-RHOMBUS_ANGLE_DEG = (40.0, 70.0)
+RHOMBUS_ANGLE_DEG = (40.0, 80.0)
 TRIANGLE_MIN_ANGLE_DEG = 20.0
 STAR_INNER_RATIO = (0.3, 0.6)
 REGULAR_SIDES = {"pentagon": 5, "hexagon": 6, "octagon": 8}
@@ -110,8 +112,11 @@ def sample_shape(
 ) -> ShapeParams:
     """Random parameters for a shape of `label` that fits inside a `frame` of (width, height).
 
-    `size_range` bounds the shape's extent (its outline's diameter) as a fraction of the frame's
-    shorter side. The centre is drawn so the whole outline stays inside the frame, unless given.
+    `size_range` bounds the shape's extent (the larger side of its rotated outline's bounding
+    box, as other renderers and the held-out sets measure it) as a fraction of the frame's
+    shorter side; a shape too large to fit with its style margin is shrunk until it does. The
+    centre is drawn so the whole outline stays inside the frame (touching the border is
+    allowed), unless given.
     """
     label = class_index(label)
     width, height = frame
@@ -121,9 +126,7 @@ def sample_shape(
     if not 0 < lo <= hi <= 1:
         raise ValueError(f"size_range must satisfy 0 < low <= high <= 1, got {size_range}")
     name = CLASSES[label]
-    radius = rng.uniform(lo, hi) * min(width, height) / 2
-    # Leave room for the style margin even at the largest size.
-    radius = min(radius, (min(width, height) / 2 - MARGIN_PX) / (1 + MARGIN_FRACTION))
+    extent = rng.uniform(lo, hi) * min(width, height)
     rotation = rng.uniform(0, 2 * math.pi)
     aspect = 1.0
     angles: tuple[float, float, float] = (math.pi / 3,) * 3
@@ -137,17 +140,33 @@ def sample_shape(
         angles = _triangle_angles(rng)
     elif name == "star":
         inner = rng.uniform(*STAR_INNER_RATIO)
-    params = ShapeParams(label, (0.0, 0.0), radius, rotation, aspect, angles, inner)
+    unit = ShapeParams(label, (0.0, 0.0), 1.0, rotation, aspect, angles, inner)
+    radius = radius_for_extent(unit, extent, (width, height))
+    params = dataclasses.replace(unit, radius=radius)
     if center is None:
-        # Centre so the rotated outline, stroke included, lies inside the frame.
+        # Centre so the rotated outline lies inside the frame. It may touch the border (a
+        # stroke there is cut by half its width), as other people's shapes often do: the seed's
+        # generator places the bounding box anywhere inside the frame.
         pts = shape_outline(params)
-        m = style_margin(radius)
-        x0, y0 = pts.min(0) - m
-        x1, y1 = pts.max(0) + m
+        x0, y0 = pts.min(0)
+        x1, y1 = pts.max(0)
         cx = rng.uniform(-x0, max(-x0, width - 1 - x1))
         cy = rng.uniform(-y0, max(-y0, height - 1 - y1))
         center = (float(cx), float(cy))
     return dataclasses.replace(params, center=center)
+
+
+def radius_for_extent(unit: ShapeParams, extent: float, frame: tuple[int, int]) -> float:
+    """The radius at which the outline of `unit` (radius 1) spans `extent` px (its bounding
+    box's larger side), shrunk so that it fits a `frame` of (width, height) with the style
+    margin on every side."""
+    pts = unit_outline(dataclasses.replace(unit, radius=64.0))
+    c, s = math.cos(unit.rotation), math.sin(unit.rotation)
+    pts = pts @ np.array([[c, s], [-s, c]])
+    span_x, span_y = pts.max(0) - pts.min(0)
+    fit = min((frame[0] - 2 * MARGIN_PX) / (span_x + 2 * MARGIN_FRACTION),
+              (frame[1] - 2 * MARGIN_PX) / (span_y + 2 * MARGIN_FRACTION))
+    return float(min(extent / max(span_x, span_y), fit))
 
 
 def _curve_points(radius: float) -> int:
