@@ -20,3 +20,11 @@ CLASSES: tuple[str, ...] = (
 """The ten shape classes; a class's index in this tuple is its label."""
 
 NUM_CLASSES: int = len(CLASSES)
+
+NO_SHAPE: int = -1
+"""The label of a training image with no (whole) shape in it: its target is the uniform
+distribution over the classes (outlier exposure), so such images get no confident class."""
+
+SHAPE_THRESHOLD: float = 0.5
+"""A prediction names a shape only when its (calibrated) top probability reaches this; below it
+the answer is "no shape" (`shape_found` false in every API)."""

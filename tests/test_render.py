@@ -91,3 +91,37 @@ def test_overlapping_scenes_allow_overlap():
                 overlaps += not (b[i][2] <= b[j][0] or b[j][2] <= b[i][0]
                                  or b[i][3] <= b[j][1] or b[j][3] <= b[i][1])
     assert overlaps > 0
+
+
+def test_shape_free_images_show_no_whole_shape():
+    from geojax import NO_SHAPE
+    from geojax.data.render import fragment_params, render_no_shape
+
+    size = 48
+    for seed in range(40):
+        sample = render_no_shape(np.random.default_rng(seed), size)
+        assert sample.label == NO_SHAPE and not sample.mask.any()
+        assert sample.image.shape == (size, size, 3) and sample.image.dtype == np.uint8
+        # A fragment's shape is cut by the border (or, thin and along it, wholly outside):
+        # its centre lies outside the frame, and so does part of its outline.
+        params = fragment_params(np.random.default_rng(seed), seed % 10, size)
+        (cx, cy), outline = params.center, shape_outline(params)
+        assert not (-0.5 <= cx <= size - 0.5 and -0.5 <= cy <= size - 0.5)
+        inside = ((outline >= -0.5) & (outline <= size - 0.5)).all(axis=1)
+        assert not inside.all()
+
+
+def test_dark_backgrounds_are_the_seed_generators():
+    from geojax.data.render import DARK_INK_MIN, DARK_MAX, sample_image_style, sample_shape_style
+
+    dark = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        style = sample_image_style(rng)
+        if style.background == "dark":
+            dark += 1
+            assert max(style.colors[0]) <= DARK_MAX and style.colors[0] == style.colors[1]
+            ink = sample_shape_style(rng, style, 20.0)
+            color = ink.fill if ink.fill is not None else ink.stroke
+            assert min(color) >= DARK_INK_MIN
+    assert 20 <= dark <= 60  # one picture in five

@@ -58,6 +58,7 @@ def sample_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array, jax.Arr
     low, high = (float(v) for v in config.size_range)
     size_range = (low, high)
     effects = bool(config.effects)
+    no_shape_fraction = float(config.get("no_shape_fraction", 0.0))
     augment = device_augment.compose(config.device_ops) if config.augment else None
 
     def make(key: jax.Array, bank: jax.Array) -> Batch:
@@ -65,7 +66,8 @@ def sample_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array, jax.Arr
         # into each image-sized consumer and hashed again per pixel (XLA:CPU ignores it).
         render_key, augment_key = jax.lax.optimization_barrier(jax.random.split(key))
         drawn = device_render.render_sample(render_key, size, size_range, effects, bank,
-                                            defer_effects=augment is not None)
+                                            defer_effects=augment is not None,
+                                            no_shape_fraction=no_shape_fraction)
         box = device_augment.mask_box(drawn.pop("mask") >= MASK_THRESHOLD)
         sample = {**drawn, "image": device_augment.quantise(drawn["image"]), "box": box}
         if augment is not None:

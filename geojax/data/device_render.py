@@ -16,8 +16,11 @@ Everything is per sample, with static shapes, so `jax.vmap` and `jax.jit` take i
 - Hand-drawn jitter moves the outline along its normal by smooth noise of the angle around the
   centre (the CPU renderer's noise runs along the arc length: same amplitude and smoothness).
 - `sample_style` draws fill/outline/bordered styles, colours that contrast with the background,
-  flat, gradient and textured backgrounds and the blur/noise effects, as
+  flat, the seed's flat dark, gradient and textured backgrounds and the blur/noise effects, as
   `geojax.data.render.sample_image_style` / `sample_shape_style` do (JPEG has no device form).
+- `render_sample` draws a shape-free sample (label `geojax.NO_SHAPE`: a bare background, or a
+  fragment of a large shape cut by the border, `fragment_geometry`) with probability
+  `no_shape_fraction`, as `geojax.data.render.render_no_shape`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from geojax import CLASSES
+from geojax import CLASSES, NO_SHAPE
+from geojax.data import render as cpu_render
 from geojax.data import shapes
 from geojax.data.device_augment import (
     gaussian_blur,
@@ -157,15 +161,14 @@ def _triangle_angles(u: jax.Array) -> jax.Array:
 def sample_geometry(key: jax.Array, label: jax.Array, size: int,
                     size_range: tuple[float, float] = (0.3, 0.95)) -> Geometry:
     """Random parameters of a shape of class `label` inside a `size` square frame, by the rules
-    of `geojax.data.shapes.sample_shape` (extent as a fraction of the frame, margin for the
-    widest stroke and jitter, aspect, angles and star ratios)."""
+    of `geojax.data.shapes.sample_shape` (extent, the rotated outline's bounding box, as a
+    fraction of the frame, shrunk to leave the widest stroke and jitter room; placed so the
+    outline stays inside the frame; aspect, angles and star ratios)."""
     lo, hi = size_range
     if not 0 < lo <= hi <= 1:
         raise ValueError(f"size_range must satisfy 0 < low <= high <= 1, got {size_range}")
     # One draw of uniforms for everything (each jax.random call is a hash to compile and run).
     u = jax.random.uniform(key, (16,))
-    radius = _between(u[0], lo, hi) * size / 2
-    radius = jnp.minimum(radius, (size / 2 - shapes.MARGIN_PX) / (1 + shapes.MARGIN_FRACTION))
     elongation = _between(u[1], shapes.ELONGATION_MIN, shapes.ELONGATION_MAX)
     acute = jnp.deg2rad(_between(u[2], *shapes.RHOMBUS_ANGLE_DEG))
     aspect = jnp.select([(label == _RECTANGLE) | (label == _ELLIPSE), label == _RHOMBUS],
@@ -175,18 +178,38 @@ def sample_geometry(key: jax.Array, label: jax.Array, size: int,
     geometry = {
         "label": jnp.asarray(label, jnp.int32),
         "center": jnp.zeros(2, jnp.float32),
-        "radius": radius.astype(jnp.float32),
+        "radius": jnp.float32(1.0),
         "rotation": u[4] * 2 * math.pi,
         "aspect": aspect.astype(jnp.float32),
         "angles": triangle.astype(jnp.float32),
         "inner_ratio": jnp.float32(inner),
     }
+    # The extent is the rotated outline's bounding box (`shapes.radius_for_extent`).
     low, high = outline_extent(geometry)
-    margin = shapes.MARGIN_FRACTION * radius + shapes.MARGIN_PX
-    first = -(low - margin)
-    last = jnp.maximum(first, size - 1 - (high + margin))
+    span = high - low
+    fit = jnp.min((size - 2 * shapes.MARGIN_PX) / (span + 2 * shapes.MARGIN_FRACTION))
+    radius = jnp.minimum(_between(u[0], lo, hi) * size / span.max(), fit)
+    geometry["radius"] = radius.astype(jnp.float32)
+    low, high = low * radius, high * radius
+    # The outline may touch the border, as in `shapes.sample_shape`.
+    first = -low
+    last = jnp.maximum(first, size - 1 - high)
     geometry["center"] = _between(u[5:7], first, last)
     return geometry
+
+
+def fragment_geometry(key: jax.Array, geometry: Geometry, size: int) -> Geometry:
+    """`geometry` made large and centred beyond one border of the frame, so only a piece of it
+    shows: the rules of `geojax.data.render.fragment_params`."""
+    u = jax.random.uniform(key, (4,))
+    radius = _between(u[0], *cpu_render.FRAGMENT_RADIUS) * size
+    outside = _between(u[1], *cpu_render.FRAGMENT_OUTSIDE) * radius
+    along = u[2] * (size - 1)
+    side = _integer(u[3], 0, 4)
+    across = jnp.where(side < 2, -0.5 - outside, size - 0.5 + outside)
+    center = jnp.where(side % 2 == 0, jnp.stack([across, along]), jnp.stack([along, across]))
+    return {**geometry, "radius": radius.astype(jnp.float32),
+            "center": center.astype(jnp.float32)}
 
 
 def _polygon_distance(points: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -328,17 +351,28 @@ def sample_style(key: jax.Array, radius: jax.Array, effects: bool = True) -> Sty
     k_u, k_colors, k_jitter = jax.random.split(key, 3)
     u = jax.random.uniform(k_u, (24,))
     colors = jax.random.uniform(k_colors, (1 + 2 * CONTRAST_TRIES, COLOR_DRAWS))
-    # Background: a quarter plain line-art paper, else flat 0.4 / gradient 0.3 / texture 0.3.
-    paper = u[0] < 0.25
-    kind = jnp.where(paper, 0, (u[2] >= 0.4).astype(jnp.int32) + (u[2] >= 0.7))
-    first = jnp.where(paper, _integer(u[1], 225, 256), random_color(colors[0]))
+    # The seed's dark background and its inks: channels 0..100 and 50..255.
+    dark_draws = jax.random.uniform(jax.random.fold_in(k_u, 1), (1 + CONTRAST_TRIES, 3))
+    # Background: plain line-art paper, the seed's flat dark (kind 3), else flat 0.4 /
+    # gradient 0.3 / texture 0.3.
+    paper = u[0] < cpu_render.PAPER_P
+    dark = (u[0] >= cpu_render.PAPER_P) & (u[0] < cpu_render.PAPER_P + cpu_render.DARK_P)
+    kind = jnp.where(paper, 0, jnp.where(
+        dark, 3, (u[2] >= 0.4).astype(jnp.int32) + (u[2] >= 0.7)))
+    dark_color = _integer(dark_draws[0], 0, cpu_render.DARK_MAX + 1)
+    first = jnp.where(paper, _integer(u[1], 225, 256),
+                      jnp.where(dark, dark_color, random_color(colors[0])))
     near = jnp.clip(first + _integer(u[3:6], -60, 61), 0, 255)
-    second = jnp.where(kind == 0, first, near)
-    # The shape: ink contrasting with the background's mean (black line art on plain paper).
+    second = jnp.where((kind == 0) | (kind == 3), first, near)
+    # The shape: ink contrasting with the background's mean (black line art on plain paper;
+    # the seed's bright inks on its dark backgrounds).
     base = (first + second) / 2
     black_ink = (kind == 0) & (luma(base) / 255.0 > 0.85) & (u[6] < 0.5)
-    ink = jnp.where(black_ink, jnp.zeros(3),
-                    contrasting_color(colors[1:1 + CONTRAST_TRIES], base))
+    dark_inks = _integer(dark_draws[1:], cpu_render.DARK_INK_MIN, 256)
+    dark_ok = jnp.abs(luma(dark_inks) - luma(base)) / 255.0 >= cpu_render.DARK_MIN_CONTRAST
+    dark_ink = dark_inks[jnp.where(dark_ok.any(), jnp.argmax(dark_ok), CONTRAST_TRIES - 1)]
+    ink = jnp.where(black_ink, jnp.zeros(3), jnp.where(
+        dark, dark_ink, contrasting_color(colors[1:1 + CONTRAST_TRIES], base)))
     mode = (u[7] >= 0.45).astype(jnp.int32) + (u[7] >= 0.85)  # fill/outline/border
     max_width = jnp.maximum(1.5, radius * 0.12)
     jitter = jnp.where(u[8] < 0.25, _between(u[9], 0.005, 0.03), 0.0)
@@ -423,20 +457,33 @@ def render(key: jax.Array, geometry: Geometry, style: Style, size: int,
     return jnp.clip(canvas, 0.0, 255.0), jnp.maximum(fill, stroke)
 
 
-def render_sample(key: jax.Array, size: int, size_range: tuple[float, float] = (0.3, 0.95),
+def render_sample(key: jax.Array, size: int, size_range: tuple[float, float] = (0.2, 0.95),
                   effects: bool = True, bank: jax.Array | None = None,
-                  defer_effects: bool = False) -> dict[str, jax.Array]:
+                  defer_effects: bool = False, no_shape_fraction: float = 0.0
+                  ) -> dict[str, jax.Array]:
     """One random shape of a random class: {'image' float32 [S, S, 3] 0..255, 'mask' float32
     coverage [S, S], 'label' int32}, as `geojax.data.render.render_shape` draws it (`bank`:
-    see `render`). With `defer_effects` the image is left unblurred and noiseless and the
-    sample carries the effects' 'blur_sigma' and 'noise_sigma' for the augmentation to apply
-    (`geojax.data.device_augment.compose`)."""
+    see `render`); with probability `no_shape_fraction` a shape-free sample instead, as
+    `geojax.data.render.render_no_shape` (label NO_SHAPE). With `defer_effects` the image is
+    left unblurred and noiseless and the sample carries the effects' 'blur_sigma' and
+    'noise_sigma' for the augmentation to apply (`geojax.data.device_augment.compose`)."""
     k = jax.random.split(key, 4)
     label = _integer(jax.random.uniform(k[0]), 0, len(CLASSES)).astype(jnp.int32)
     geometry = sample_geometry(k[1], label, size, size_range)
+    empty = jnp.bool_(False)
+    if no_shape_fraction > 0:
+        u = jax.random.uniform(jax.random.fold_in(k[0], 1), (2,))
+        empty = u[0] < no_shape_fraction
+        fragment = fragment_geometry(jax.random.fold_in(k[1], 1), geometry, size)
+        geometry = jax.tree.map(lambda a, b: jnp.where(empty, a, b), fragment, geometry)
+        shown = ~empty | (u[1] < cpu_render.FRAGMENT_P)
     style = sample_style(k[2], geometry["radius"], effects)
+    if no_shape_fraction > 0:
+        style = {**style, "has_fill": style["has_fill"] & shown,
+                 "has_stroke": style["has_stroke"] & shown}
+        label = jnp.where(empty, NO_SHAPE, label).astype(jnp.int32)
     image, mask = render(k[3], geometry, style, size, bank, effects and not defer_effects)
-    drawn = {"image": image, "mask": mask, "label": label}
+    drawn = {"image": image, "mask": mask * ~empty, "label": label}
     if effects and defer_effects:
         drawn.update(blur_sigma=style["blur_sigma"], noise_sigma=style["noise_sigma"])
     return drawn

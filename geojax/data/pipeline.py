@@ -28,12 +28,12 @@ import numpy as np
 
 from geojax.data.augment import augment, train_augmentation
 from geojax.data.dataset import SPLITS, list_folder, load_folder, read_sample, stack_samples
-from geojax.data.render import render_shape
+from geojax.data.render import render_no_shape, render_shape
 
 SOURCES = ("stream", "folder", "device")
 # source='device': the counterpart of augment.train_augmentation in the ops of
 # geojax.data.device_augment (text here: this module must not load JAX).
-DEFAULT_DEVICE_OPS = ("flip_lr|rot90|affine(scale=(0.8, 1.0), p=0.5)"
+DEFAULT_DEVICE_OPS = ("flip_lr|rot90"
                       "|brightness_contrast(0.25, 0.3, p=0.5)|hsv(25, 40, 20, p=0.4)"
                       "|gray(p=0.1)|invert(p=0.1)|blur((0.3, 1.5), p=0.2)"
                       "|noise((0.02, 0.08), p=0.2)")
@@ -49,7 +49,10 @@ def default_data_config() -> ml_collections.ConfigDict:
         "img_size": 64,
         "augment": True,
         "effects": True,  # renderer blur / noise / JPEG
-        "size_range": (0.3, 0.95),  # shape extent as a fraction of the frame
+        "size_range": (0.2, 0.95),  # shape extent as a fraction of the frame
+        # Training images with no whole shape (label geojax.NO_SHAPE, uniform target): bare
+        # backgrounds and fragments cut by the border, so "no shape" gets no confident class.
+        "no_shape_fraction": 0.1,
         "workers": 2,  # loader processes; 0 renders in the calling process
         "prefetch": 4,  # batches in flight
         "eval_size": 500,  # images per rendered val/test split (source='stream' or 'device')
@@ -68,6 +71,11 @@ def check_data_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"data.img_size must be >= 8, got {config.img_size}")
     if int(config.workers) < 0 or int(config.prefetch) < 1:
         raise ValueError("data.workers must be >= 0 and data.prefetch >= 1")
+    if not 0.0 <= float(config.no_shape_fraction) < 1.0:
+        raise ValueError(f"data.no_shape_fraction must be in [0, 1), got {config.no_shape_fraction}")
+    low, high = (float(v) for v in config.size_range)
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"data.size_range must satisfy 0 < low <= high <= 1, got {config.size_range}")
     if config.source == "device":
         # Imported here: loader worker processes import this module and must not load JAX.
         from geojax.data.device_augment import compose
@@ -96,9 +104,13 @@ class _BatchMaker:
     def sample(self, index: int) -> tuple[np.ndarray, int]:
         rng = np.random.default_rng([self.seed, index])
         if self.files is None:
-            shape = render_shape(rng, int(self.config.img_size),
-                                 size_range=tuple(self.config.size_range),
-                                 effects=bool(self.config.effects))
+            if rng.random() < float(self.config.no_shape_fraction):
+                shape = render_no_shape(rng, int(self.config.img_size),
+                                        effects=bool(self.config.effects))
+            else:
+                shape = render_shape(rng, int(self.config.img_size),
+                                     size_range=tuple(self.config.size_range),
+                                     effects=bool(self.config.effects))
             image, label = shape.image, shape.label
         else:
             epoch, position = divmod(index, len(self.files))

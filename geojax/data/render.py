@@ -6,7 +6,11 @@ its label, the exact box of the drawn pixels and the mask. `draw_shape` is the o
 
 The variety is the point: models are judged on images from other people's renderers, so styles
 cover filled, outline-only and filled-with-border shapes, thin to thick strokes, hand-drawn
-jitter, flat, gradient and textured backgrounds, black-on-white line art, blur, noise and JPEG.
+jitter, flat, gradient and textured backgrounds, black-on-white line art, the seed generator's
+flat dark backgrounds with bright inks, blur, noise and JPEG.
+
+`render_no_shape` draws the same backgrounds with no whole shape in them (nothing, or a fragment
+of a large shape cut by the border): training images labelled `geojax.NO_SHAPE`.
 """
 
 from __future__ import annotations
@@ -18,11 +22,22 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from geojax import NO_SHAPE
 from geojax.data.shapes import ShapeParams, class_index, sample_shape, shape_outline
 
 SUBPIXEL_BITS = 4  # OpenCV's fixed-point drawing: coordinates in 1/16 pixel
 SUPERSAMPLE = 8  # coverage from an 8x8 grid of samples per pixel
 MASK_THRESHOLD = 0.5  # a pixel belongs to the shape when at least half of it is covered
+# Background kinds: plain paper, the seed generator's flat dark, else flat / gradient / texture.
+PAPER_P, DARK_P = 0.2, 0.2
+DARK_MAX = 100  # the seed's background channels are uniform in 0..100, its inks in 50..255
+DARK_INK_MIN = 50
+DARK_MIN_CONTRAST = 0.1
+# Shape-free samples: half plain background, half a fragment of a large shape (radius as a
+# fraction of the frame) whose centre lies beyond a border, so that no whole shape shows.
+FRAGMENT_P = 0.5
+FRAGMENT_RADIUS = (0.4, 1.0)
+FRAGMENT_OUTSIDE = (0.15, 0.7)  # the centre's distance beyond the border, in radii
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +55,7 @@ class ShapeStyle:
 class ImageStyle:
     """The whole picture: background kind and colours, and post effects."""
 
-    background: str  # 'flat' | 'gradient' | 'texture'
+    background: str  # 'flat' | 'dark' (flat, the seed's: channels 0-100) | 'gradient' | 'texture'
     colors: tuple[tuple[int, int, int], tuple[int, int, int]]
     gradient_angle: float = 0.0
     texture_scale: float = 8.0
@@ -88,11 +103,17 @@ def contrasting_color(
 
 
 def sample_image_style(rng: np.random.Generator, effects: bool = True) -> ImageStyle:
-    """Background and post effects. One picture in four is plain line-art on white or paper."""
-    if rng.random() < 0.25:
+    """Background and post effects. One picture in five is plain line-art on white or paper,
+    one in five the seed generator's flat dark background (each channel 0-100)."""
+    choice = rng.random()
+    if choice < PAPER_P:
         v = int(rng.integers(225, 256))
         colors = ((v, v, v), (v, v, v))
         kind = "flat"
+    elif choice < PAPER_P + DARK_P:
+        dark = rng.integers(0, DARK_MAX + 1, size=3)
+        colors = ((int(dark[0]), int(dark[1]), int(dark[2])),) * 2
+        kind = "dark"
     else:
         kind = str(rng.choice(["flat", "gradient", "texture"], p=[0.4, 0.3, 0.3]))
         first = _random_color(rng)
@@ -117,6 +138,17 @@ def sample_image_style(rng: np.random.Generator, effects: bool = True) -> ImageS
     )
 
 
+def _dark_ink(rng: np.random.Generator, against: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The seed generator's ink on its dark backgrounds: each channel uniform in 50..255, redrawn
+    (a few times) while its luma is within DARK_MIN_CONTRAST of the background's."""
+    for _ in range(8):
+        ink = rng.integers(DARK_INK_MIN, 256, size=3)
+        color = (int(ink[0]), int(ink[1]), int(ink[2]))
+        if abs(_luma(color) - _luma(against)) >= DARK_MIN_CONTRAST:
+            break
+    return color
+
+
 def _near_color(rng: np.random.Generator, color: tuple[int, int, int]) -> tuple[int, int, int]:
     shifted = np.clip(np.asarray(color) + rng.integers(-60, 61, size=3), 0, 255)
     return (int(shifted[0]), int(shifted[1]), int(shifted[2]))
@@ -130,6 +162,8 @@ def sample_shape_style(
     base = (r, g, b)
     if background.colors[0] == background.colors[1] and _luma(base) > 0.85 and rng.random() < 0.5:
         ink: tuple[int, int, int] = (0, 0, 0)  # line-art on white
+    elif background.background == "dark":
+        ink = _dark_ink(rng, base)
     else:
         ink = contrasting_color(rng, base)
     mode = rng.choice(["filled", "outline", "bordered"], p=[0.45, 0.4, 0.15])
@@ -268,6 +302,33 @@ def finish_image(canvas: np.ndarray, style: ImageStyle, rng: np.random.Generator
         assert decoded is not None, "OpenCV failed to decode the JPEG it encoded"
         image = decoded[..., ::-1]
     return np.ascontiguousarray(image)
+
+
+def fragment_params(rng: np.random.Generator, label: int, img_size: int) -> ShapeParams:
+    """A large shape of class `label` whose centre lies beyond one border of an `img_size`
+    frame (FRAGMENT_OUTSIDE radii out), so that only a piece of it shows."""
+    params = sample_shape(rng, label, (img_size, img_size), (0.5, 0.5), center=(0.0, 0.0))
+    radius = float(rng.uniform(*FRAGMENT_RADIUS)) * img_size
+    outside = float(rng.uniform(*FRAGMENT_OUTSIDE)) * radius
+    along = float(rng.uniform(0, img_size - 1))
+    side = int(rng.integers(4))
+    across = -0.5 - outside if side < 2 else img_size - 0.5 + outside
+    center = (across, along) if side % 2 == 0 else (along, across)
+    return dataclasses.replace(params, radius=radius, center=center)
+
+
+def render_no_shape(rng: np.random.Generator, img_size: int, effects: bool = True
+                    ) -> RenderedShape:
+    """A training image with no whole shape: a background as `render_shape` draws them, bare or
+    with a fragment of a large shape cut by the border (FRAGMENT_P). Label `NO_SHAPE`, no box."""
+    image_style = sample_image_style(rng, effects)
+    canvas = draw_background(image_style, (img_size, img_size), rng)
+    params = fragment_params(rng, int(rng.integers(10)), img_size)
+    if rng.random() < FRAGMENT_P:
+        draw_shape(canvas, params, sample_shape_style(rng, image_style, params.radius), rng)
+    image = finish_image(canvas, image_style, rng)
+    empty = np.zeros((img_size, img_size), bool)
+    return RenderedShape(image, NO_SHAPE, (0, 0, 0, 0), empty, params)
 
 
 def render_shape(
