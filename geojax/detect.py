@@ -39,7 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from geojax import CLASSES
+from geojax import CLASSES, SHAPE_THRESHOLD
 from geojax.data.images import resize_to
 
 METHODS: tuple[str, ...] = ("contours", "sliding_window", "selective_search")
@@ -431,7 +431,7 @@ def detect(
     image: np.ndarray,
     classify: Classifier,
     method: str = "contours",
-    confidence: float = 0.5,
+    confidence: float = SHAPE_THRESHOLD,
     iou: float = 0.3,
     max_regions: int = 1024,
     *,
@@ -443,7 +443,9 @@ def detect(
 ) -> DetectionResult:
     """Shapes in an RGB uint8 image: propose regions (at most `max_regions`, the method's best
     first), crop each to `input_size` (`crop_regions`, `fill`), classify all crops in one
-    `classify` call, keep those whose top probability is at least `confidence`, suppress
+    `classify` call, keep those whose top probability is at least `confidence` (by default
+    `geojax.SHAPE_THRESHOLD`, below which a crop holds no shape: empty proposals drop out;
+    0 keeps every crop, for mAP), suppress
     same-class overlaps above `iou`, then overlaps above `SAME_OBJECT_IOU` whatever the class.
 
     `crops_per_call` > 0 splits the crops into calls of at most that many (a bound on request

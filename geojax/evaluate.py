@@ -1,23 +1,34 @@
 """Evaluate a classifier's predictions: metrics (pure numpy), then a JSON + PNG report.
 
 Metrics: accuracy, per-class precision/recall/F1, confusion matrix, one-vs-rest ROC curves
-and AUC, expected calibration error. `write_report` is the one function with side effects
-(files). As a command, evaluates a training workdir's best checkpoint on a folder of images:
+and AUC, expected calibration error, temperature scaling. `write_report` is the one function
+with side effects (files). As a command, evaluates a training workdir's best checkpoint
+(calibrated: its logits divided by the temperature fitted after training) on a folder of images:
 
     python -m geojax.evaluate --workdir runs/quick --data_dir data/shapes --output report.json
+                              [--no_shape_dir DIR]
 
 where the folder holds `CLASS/*.png` or `SPLIT/CLASS/*` (any size or mode; images are
-prepared the way the model was trained).
+prepared the way the model was trained). When it holds a `manifest.csv` (file, and any of
+kind, style, background, extent; `scripts/heldout_shapes.py` and `scripts/seed_style_shapes.py`
+write one), the report adds accuracy by size band (extent: the shape's longest side over the
+frame's) and by style, so weak spots show. `--no_shape_dir` is a folder of shape-free images:
+the report says how many of them were named a shape (top probability >= SHAPE_THRESHOLD).
 """
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+SIZE_BANDS = (0.0, 0.3, 0.5, 0.7, 1.01)  # shape extent over the frame: <30%, 30-50, 50-70, 70+
 
 # ---------------------------------------------------------------------------------------------
 # Metrics (pure numpy)
@@ -68,6 +79,42 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, num_bins: 
         if in_bin.any():
             ece += abs(correct[in_bin].mean() - confidence[in_bin].mean()) * in_bin.sum()
     return float(ece / len(probs))
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0
+                            ) -> float:
+    """Mean -log softmax(logits / temperature)[label]."""
+    z = np.asarray(logits, np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return float(-log_probs[np.arange(len(z)), np.asarray(labels)].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
+                    ) -> float:
+    """The temperature T (within `bounds`) minimising the NLL of softmax(logits / T):
+    temperature scaling (Guo et al. 2017), golden-section search on log T (the NLL is convex in
+    1 / T). One scalar, so it changes confidences, never which class is predicted."""
+    if len(logits) == 0:
+        return 1.0
+    lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    ratio = (np.sqrt(5) - 1) / 2
+
+    def nll(log_t: float) -> float:
+        return negative_log_likelihood(logits, labels, float(np.exp(log_t)))
+
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = nll(b)
+    return float(np.exp((lo + hi) / 2))
 
 
 def roc_curve(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -245,26 +292,86 @@ def _folder_split(data_dir: str, split: str) -> str | None:
     return None
 
 
+def band_name(low: float, high: float) -> str:
+    return f"{round(100 * low)}-{min(100, round(100 * high))}%"
+
+
+def accuracy_by(groups: Sequence[str], correct: np.ndarray) -> dict[str, dict[str, float]]:
+    """{group: {'accuracy', 'n'}} over the images of each group value, sorted by name."""
+    groups = np.asarray(groups)
+    return {str(g): {"accuracy": float(correct[groups == g].mean()),
+                     "n": int((groups == g).sum())} for g in sorted(set(groups.tolist()))}
+
+
+def breakdown(manifest: Mapping[str, Mapping[str, str]], paths: Sequence[str],
+              correct: np.ndarray) -> dict[str, Any]:
+    """Accuracy by size band and by each manifest column (kind, style, background) for the
+    images at `paths` (relative names as the manifest's 'file' column)."""
+    rows = [manifest.get(p, {}) for p in paths]
+    out: dict[str, Any] = {}
+    if all("extent" in r for r in rows):
+        extent = np.array([float(r["extent"]) for r in rows])
+        bands = [next(band_name(lo, hi) for lo, hi in itertools.pairwise(SIZE_BANDS)
+                      if lo <= e < hi) for e in extent]
+        out["by_size"] = accuracy_by(bands, correct)
+    for column in ("kind", "style", "background"):
+        if all(column in r for r in rows):
+            out[f"by_{column}"] = accuracy_by([r[column] for r in rows], correct)
+    return out
+
+
+def read_manifest(data_dir: str) -> dict[str, dict[str, str]]:
+    """DATA_DIR/manifest.csv as {file: row}; empty when there is none."""
+    path = Path(data_dir) / "manifest.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {row["file"]: row for row in csv.DictReader(f) if "file" in row}
+
+
 def evaluate_folder(
     workdir: str, data_dir: str, output: str, *, split: str = "test",
-    checkpoint: str = "best", batch_size: int = 64,
+    checkpoint: str = "best", batch_size: int = 64, no_shape_dir: str | None = None,
 ) -> dict[str, Any]:
     """Evaluates WORKDIR's checkpoint on DATA_DIR's images; report JSON at OUTPUT, PNGs beside."""
-    from geojax import train
+    from geojax import CLASSES, SHAPE_THRESHOLD, train
     from geojax.data import load_folder
+    from geojax.data.dataset import read_sample
 
     config = train.read_config(workdir)
-    data = load_folder(data_dir, int(config.data.img_size), _folder_split(data_dir, split))
+    size = int(config.data.img_size)
+    folder_split = _folder_split(data_dir, split)
+    data = load_folder(data_dir, size, folder_split)
     state, predict_fn, mesh, step = train.load_for_inference(config, workdir, checkpoint)
+    temperature = train.read_temperature(workdir, step)
     logits = train.predict(predict_fn, state, data["image"], mesh, batch_size)
+    probs = softmax(logits / temperature)
+    labels = np.asarray(data["label"])
+    root = Path(data_dir) / (folder_split or "")
+    relative = [Path(p).relative_to(root).as_posix() for p in data["path"]]
+    extra: dict[str, Any] = {
+        "workdir": os.path.abspath(workdir), "data_dir": os.path.abspath(data_dir),
+        "checkpoint_step": step, "temperature": temperature,
+        "ece_uncalibrated": expected_calibration_error(softmax(logits), labels),
+        "shape_found_rate": float((probs.max(-1) >= SHAPE_THRESHOLD).mean()),
+        **breakdown(read_manifest(str(root)), relative, probs.argmax(-1) == labels),
+    }
+    if no_shape_dir:
+        files = sorted(p for p in Path(no_shape_dir).iterdir()
+                       if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+        if not files:
+            raise FileNotFoundError(f"{no_shape_dir}: no images (--no_shape_dir)")
+        blank = np.stack([read_sample(p, size) for p in files])
+        top = softmax(train.predict(predict_fn, state, blank, mesh, batch_size)
+                      / temperature).max(-1)
+        extra["no_shape"] = {"dir": os.path.abspath(no_shape_dir), "n": len(files),
+                             "named_a_shape": int((top >= SHAPE_THRESHOLD).sum()),
+                             "max_confidence": float(top.max()),
+                             "mean_confidence": float(top.mean())}
     out_dir = os.path.dirname(os.path.abspath(output))
-    from geojax import CLASSES
-
     return write_report(
-        softmax(logits), data["label"], out_dir, class_names=CLASSES,
-        history=train.read_history(workdir),
-        extra={"workdir": os.path.abspath(workdir), "data_dir": os.path.abspath(data_dir),
-               "checkpoint_step": step},
+        probs, labels, out_dir, class_names=CLASSES,
+        history=train.read_history(workdir), extra=extra,
         metrics_filename=os.path.basename(output),
     )
 
@@ -284,12 +391,22 @@ def main(argv: Sequence[str]) -> None:
         report = evaluate_folder(
             flag_values.workdir, flag_values.data_dir, flag_values.output,
             split=flag_values.split, checkpoint=flag_values.checkpoint,
-            batch_size=flag_values.batch_size,
+            batch_size=flag_values.batch_size, no_shape_dir=flag_values.no_shape_dir,
         )
     except (CheckpointError, ImageError, FileNotFoundError, ValueError) as e:
         sys.exit(f"geojax.evaluate: {e}")
-    print(f"accuracy {report['accuracy']:.4f} on {report['num_examples']} images "
-          f"(checkpoint step {report['checkpoint_step']}); report: {flag_values.output}")
+    print(f"accuracy {report['accuracy']:.4f} on {report['num_examples']} images, ECE "
+          f"{report['expected_calibration_error']:.4f} (uncalibrated "
+          f"{report['ece_uncalibrated']:.4f}, temperature {report['temperature']:.3f}), "
+          f"checkpoint step {report['checkpoint_step']}; report: {flag_values.output}")
+    for key in ("by_size", "by_kind", "by_style"):
+        if key in report:
+            print(f"  {key[3:]:<6} " + ", ".join(f"{name} {v['accuracy']:.3f} ({v['n']})"
+                                                for name, v in report[key].items()))
+    if "no_shape" in report:
+        blank = report["no_shape"]
+        print(f"  no-shape images named a shape: {blank['named_a_shape']} of {blank['n']} "
+              f"(max confidence {blank['max_confidence']:.3f})")
 
 
 def _define_flags() -> None:
@@ -301,6 +418,8 @@ def _define_flags() -> None:
     flags.DEFINE_string("split", "test", "Split folder to use when DATA_DIR holds splits.")
     flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
     flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
+    flags.DEFINE_string("no_shape_dir", None, "Folder of shape-free images: how many are "
+                        "named a shape (top probability >= SHAPE_THRESHOLD).")
     flags.mark_flags_as_required(["workdir", "data_dir", "output"])
 
 

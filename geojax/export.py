@@ -13,7 +13,10 @@ dimension polymorphic; the server needs `--xla_cpu_compilation_enabled=true`) ha
 - `predict_pixels`: `images` float32 [N, S, S, 3] in [0, 1] at the model's input size (what the
   detection proxy sends for a batch of crops).
 
-Both return `probabilities` [N, C], `classes` [N] int64, `class_names` [N] string, `logits`.
+Both return `probabilities` [N, C], `classes` [N] int64, `class_names` [N] string, `logits`
+(divided by the temperature fitted after training: calibrated) and `shape_found` [N] bool: the
+top probability reaches `geojax.SHAPE_THRESHOLD`; false means "no shape" (the class is only the
+nearest guess).
 `assets/labels.txt` and `assets/model.json` (input size, classes) travel inside the SavedModel;
 `assets.extra/tf_serving_warmup_requests` holds real requests for both signatures.
 
@@ -33,9 +36,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from geojax import SHAPE_THRESHOLD
 
 PARITY_TOLERANCE = 1e-4
 PARITY_BATCH = 32
@@ -111,8 +116,10 @@ def export_saved_model(
     def outputs(images: Any) -> dict[str, Any]:
         logits = tf.cast(logits_fn(tf_variables, images), tf.float32)
         classes = tf.argmax(logits, axis=-1)
-        return {"probabilities": tf.nn.softmax(logits), "classes": classes,
-                "class_names": tf.gather(names, classes), "logits": logits}
+        probabilities = tf.nn.softmax(logits)
+        return {"probabilities": probabilities, "classes": classes,
+                "class_names": tf.gather(names, classes), "logits": logits,
+                "shape_found": tf.reduce_max(probabilities, axis=-1) >= SHAPE_THRESHOLD}
 
     @tf.function(autograph=False,
                  input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, "images")])
@@ -129,7 +136,8 @@ def export_saved_model(
     assets.mkdir(exist_ok=True)
     (assets / "labels.txt").write_text("\n".join(class_names) + "\n")
     (assets / "model.json").write_text(json.dumps(
-        {"input_size": size, "classes": list(class_names)}, indent=1))
+        {"input_size": size, "classes": list(class_names), "shape_threshold": SHAPE_THRESHOLD},
+        indent=1))
     module = tf.Module()
     module.variables_tree = tf_variables
     module.labels = tf.saved_model.Asset(str(assets / "labels.txt"))
@@ -194,6 +202,41 @@ def git_commit() -> str | None:
         return None
 
 
+class ServingModel(NamedTuple):
+    """A workdir's checkpoint as it is served: `apply_fn(variables, images float32 [N, S, S, 3]
+    in [0, 1]) -> calibrated logits` (float32, one device)."""
+
+    apply_fn: Callable[[Any, Any], Any]
+    variables: Any
+    config: Any  # the workdir's ml_collections config
+    step: int
+    temperature: float
+
+
+def serving_model(workdir: str, checkpoint: str = "best") -> ServingModel:
+    """WORKDIR's 'best', 'latest' or numbered checkpoint set up for serving: float32 on one
+    device (no mesh axis for BatchNorm, no bfloat16 on CPU servers), logits divided by the
+    temperature fitted after training. `geojax.export` and `geojax.predict` both serve this."""
+    import jax
+    import ml_collections
+
+    from geojax import models, train
+
+    config = train.read_config(workdir)
+    state, _, _, step = train.load_for_inference(config, workdir, checkpoint)
+    temperature = train.read_temperature(workdir, step)
+    model_config = ml_collections.ConfigDict(config.model.to_dict())
+    model_config.dtype = "float32"
+    model_config.bn_axis_name = None
+    model = models.create_model(model_config)
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+
+    def apply_fn(v: Any, images: Any) -> Any:
+        return model.apply(v, images, train=False) / temperature
+
+    return ServingModel(apply_fn, variables, config, int(step), temperature)
+
+
 def export_workdir(
     workdir: str,
     base_path: str = "export/geojax",
@@ -204,25 +247,14 @@ def export_workdir(
 ) -> int:
     """Export WORKDIR's checkpoint as the next version under `base_path`; returns the version."""
     import jax
-    import ml_collections
 
-    from geojax import CLASSES, drift, evaluate, models, train
+    from geojax import CLASSES, drift, evaluate
     from geojax.data import eval_split
     from geojax.data.images import encode_png
     from geojax.registry import Registry
 
     started = time.perf_counter()
-    config = train.read_config(workdir)
-    state, _, _, step = train.load_for_inference(config, workdir, checkpoint)
-    # Serve in float32 on one device: no mesh axis for BatchNorm, no bfloat16 on CPU servers.
-    model_config = ml_collections.ConfigDict(config.model.to_dict())
-    model_config.dtype = "float32"
-    model_config.bn_axis_name = None
-    model = models.create_model(model_config)
-    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-
-    def apply_fn(v: Any, images: Any) -> Any:
-        return model.apply(v, images, train=False)
+    apply_fn, variables, config, step, temperature = serving_model(workdir, checkpoint)
 
     val = eval_split(config.data, "val", seed=config.seed)
     pixels = val["image"].astype(np.float32) / 255.0
@@ -247,6 +279,8 @@ def export_workdir(
             "config": config.to_dict(),
             "git_commit": git_commit(),
             "metrics": json.loads(metrics_file.read_text()) if metrics_file.exists() else {},
+            "temperature": temperature,  # the logits are divided by it (calibration)
+            "shape_threshold": SHAPE_THRESHOLD,
             "parity": delta,  # max |probability| difference, SavedModel vs JAX
             "parity_check": {"batch": len(exported), "tolerance": PARITY_TOLERANCE,
                              "passed": True},

@@ -23,11 +23,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from geojax import CLASSES
+from geojax import CLASSES, SHAPE_THRESHOLD
 from geojax.data.images import ImageError, encode_png, load_image, resize_to
 from geojax.detect import METHODS, DetectionResult, detect, draw_detections
 from geojax.export import PIXELS_SIGNATURE
@@ -97,30 +97,21 @@ def _saved_model_classifier(directory: Path) -> tuple[Callable[[np.ndarray], np.
 def _workdir_classifier(workdir: Path, checkpoint: str) -> tuple[
         Callable[[np.ndarray], np.ndarray], int, tuple[str, ...]]:
     import jax
-    import ml_collections
 
-    from geojax import models, train
+    from geojax import train
+    from geojax.export import serving_model
 
     try:
-        config = train.read_config(str(workdir))
-        state, _, _, _ = train.load_for_inference(config, str(workdir), checkpoint)
+        served = serving_model(str(workdir), checkpoint)
     except train.CheckpointError as err:
         raise ModelError(f"{err} (a model is a training workdir, a SavedModel directory or a "
                          "model base path of numbered versions)") from err
-    # One device, float32, no mesh axis for BatchNorm: as geojax.export serves it.
-    model_config = ml_collections.ConfigDict(config.model.to_dict())
-    model_config.dtype = "float32"
-    model_config.bn_axis_name = None
-    model = models.create_model(model_config)
-    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    # flax types apply()'s result as maybe (output, variables): that is only with `mutable`
-    probabilities = jax.jit(lambda v, x: jax.nn.softmax(
-        cast(jax.Array, model.apply(v, x, train=False)).astype("float32")))
+    probabilities = jax.jit(lambda v, x: jax.nn.softmax(served.apply_fn(v, x).astype("float32")))
 
     def classify(images: np.ndarray) -> np.ndarray:
-        return np.asarray(probabilities(variables, images))
+        return np.asarray(probabilities(served.variables, images))
 
-    return classify, int(config.data.img_size), CLASSES
+    return classify, int(served.config.data.img_size), CLASSES
 
 
 class ShapePredictor:
@@ -167,16 +158,11 @@ class ShapePredictor:
                   for image in images]
         pixels = np.stack([resize_to(a, self.input_size) for a in arrays]).astype(np.float32)
         probabilities = self.classify(pixels / 255.0)
-        return [
-            {"class": self.class_names[int(p.argmax())], "label": int(p.argmax()),
-             "confidence": float(p.max()),
-             "probabilities": {name: float(v) for name, v in zip(self.class_names, p,
-                                                                strict=True)}}
-            for p in probabilities
-        ]
+        return [prediction_json(p, self.class_names) for p in probabilities]
 
     def predict(self, image: np.ndarray | str | os.PathLike) -> dict[str, Any]:
-        """{'class', 'label', 'confidence', 'probabilities': {class name: probability}}."""
+        """{'class', 'label', 'confidence', 'shape_found', 'probabilities': {class name:
+        probability}} (`prediction_json`)."""
         return self.predict_batch([image])[0]
 
 
@@ -200,6 +186,19 @@ def _annotation_path(template: str, index: int, count: int) -> Path:
     return path if count == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
 
 
+def prediction_json(probabilities: np.ndarray, class_names: Sequence[str] = CLASSES
+                    ) -> dict[str, Any]:
+    """One classified image: the top 'class' and its 'label' and 'confidence', 'shape_found'
+    (the confidence reaches SHAPE_THRESHOLD; false: no shape, the class is only the nearest
+    guess) and every class's probability."""
+    label = int(probabilities.argmax())
+    return {"class": class_names[label], "label": label,
+            "confidence": float(probabilities[label]),
+            "shape_found": bool(probabilities[label] >= SHAPE_THRESHOLD),
+            "probabilities": {name: float(v) for name, v in zip(class_names, probabilities,
+                                                               strict=True)}}
+
+
 def _format_text(name: str, result: dict[str, Any] | DetectionResult) -> str:
     if isinstance(result, DetectionResult):
         lines = [f"{name}: {len(result.detections)} shape(s) from {result.num_proposals} "
@@ -208,7 +207,11 @@ def _format_text(name: str, result: dict[str, Any] | DetectionResult) -> str:
                   for d in result.detections]
         return "\n".join(lines)
     ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
-    lines = [f"{name}: {result['class']} ({result['confidence']:.3f})"]
+    if result["shape_found"]:
+        lines = [f"{name}: {result['class']} ({result['confidence']:.3f})"]
+    else:
+        lines = [f"{name}: no shape (nearest: {result['class']} {result['confidence']:.3f}, "
+                 f"below {SHAPE_THRESHOLD})"]
     lines += [f"  {label:<9} {p:.4f}" for label, p in ranked]
     return "\n".join(lines)
 

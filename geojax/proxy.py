@@ -69,6 +69,7 @@ from geojax import CLASSES
 from geojax import detect as detection
 from geojax.data.images import ImageError, decode_image, encode_png, resize_to
 from geojax.drift import PSI_DRIFT_THRESHOLD, DriftMonitor, image_statistics
+from geojax.predict import prediction_json
 from geojax.serving_client import ModelServerClient, ModelServerError
 
 OPEN_PATHS = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
@@ -289,13 +290,6 @@ class Proxy:
                 "label": self.settings.model_label}
 
 
-def _prediction_json(probabilities: np.ndarray) -> dict[str, Any]:
-    label = int(probabilities.argmax())
-    return {"class": CLASSES[label], "confidence": float(probabilities[label]),
-            "probabilities": {name: float(p) for name, p in zip(CLASSES, probabilities,
-                                                                 strict=True)}}
-
-
 async def _one_image(request: Request, file: UploadFile | None) -> tuple[bytes, str]:
     """The image of a request: a multipart `file` field or JSON {"image": base64}."""
     if file is not None:
@@ -436,7 +430,7 @@ def create_app(settings: ProxySettings | None = None,
         start = time.perf_counter()
         image = proxy.decode(data, source)
         view, probabilities, server = classify_images([image], "/predict")
-        return {**_prediction_json(probabilities[0]), "model": proxy.model_json(view),
+        return {**prediction_json(probabilities[0]), "model": proxy.model_json(view),
                 "timing_ms": {"model_server": server * 1000,
                               "total": (time.perf_counter() - start) * 1000}}
 
@@ -451,7 +445,7 @@ def create_app(settings: ProxySettings | None = None,
         start = time.perf_counter()
         images = [proxy.decode(data, source) for data, source in items]
         view, probabilities, server = classify_images(images, "/predict/batch")
-        return {"predictions": [_prediction_json(p) for p in probabilities],
+        return {"predictions": [prediction_json(p) for p in probabilities],
                 "model": proxy.model_json(view),
                 "timing_ms": {"model_server": server * 1000,
                               "total": (time.perf_counter() - start) * 1000}}

@@ -38,12 +38,13 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from geojax import CLASSES, NUM_CLASSES, evaluate, models
+from geojax import CLASSES, NO_SHAPE, NUM_CLASSES, evaluate, models
 from geojax.data import pipeline
 
 DATA_AXIS = "data"
 CONFIG_FILENAME = "config.json"
 HISTORY_FILENAME = "history.jsonl"
+CALIBRATION_FILENAME = "calibration.json"
 
 
 class CheckpointError(RuntimeError):
@@ -230,9 +231,20 @@ class EvalMetrics(metrics.Collection):
 def cross_entropy_loss(
     logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
 ) -> jax.Array:
-    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels; a
+    shape-free image (label NO_SHAPE) is trained toward the uniform distribution (outlier
+    exposure: "no shape" must not come out as a confident class)."""
+    num_classes = logits.shape[-1]
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    targets = jnp.where((labels == NO_SHAPE)[..., None], 1.0 / num_classes, targets)
     return optax.softmax_cross_entropy(logits, targets)
+
+
+def shape_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Accuracy over the images that hold a shape (NO_SHAPE images have no class to get right)."""
+    has_shape = labels != NO_SHAPE
+    correct = (jnp.argmax(logits, -1) == labels) & has_shape
+    return correct.sum() / jnp.maximum(has_shape.sum(), 1)
 
 
 def train_step(
@@ -278,7 +290,7 @@ def train_step(
     # Global-batch means (equal shards); clu averages them over the steps between logs.
     step_metrics = TrainMetrics.single_from_model_output(
         loss=lax.pmean(loss.mean(), DATA_AXIS),
-        accuracy=lax.pmean((jnp.argmax(logits, -1) == labels).mean(), DATA_AXIS),
+        accuracy=lax.pmean(shape_accuracy(logits, labels), DATA_AXIS),
     )
     return new_state, step_metrics
 
@@ -617,6 +629,49 @@ def read_history(workdir: str) -> list[dict[str, Any]]:
     return [points[k] for k in sorted(points)]
 
 
+def write_calibration(workdir: str, step: int, temperature: float,
+                      values: Mapping[str, float]) -> None:
+    """Records the temperature fitted for checkpoint `step` (with its ECE before and after) in
+    WORKDIR/calibration.json, beside the others calibrated there."""
+    path = epath.Path(workdir) / CALIBRATION_FILENAME
+    entries = json.loads(path.read_text()) if path.exists() else {}
+    entries[str(step)] = {"temperature": temperature, **values}
+    path.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+
+
+def read_temperature(workdir: str, step: int) -> float:
+    """The softmax temperature fitted for checkpoint `step` after training (1.0, i.e. raw
+    logits, for a checkpoint that was never calibrated)."""
+    path = epath.Path(workdir) / CALIBRATION_FILENAME
+    if not path.exists():
+        return 1.0
+    try:
+        entry = json.loads(path.read_text()).get(str(step), {})
+        return float(entry.get("temperature", 1.0))
+    except (ValueError, AttributeError) as err:
+        raise CheckpointError(f"{path} cannot be read ({err}): delete it to use raw logits, or "
+                              "rerun training to calibrate again") from err
+
+
+def calibrate(workdir: str, step: int, val_logits: np.ndarray, val_labels: np.ndarray
+              ) -> float:
+    """Fits and records the temperature of checkpoint `step` on the validation split."""
+    temperature = evaluate.fit_temperature(val_logits, val_labels)
+    values = {
+        "val_ece_before": evaluate.expected_calibration_error(
+            evaluate.softmax(val_logits), val_labels),
+        "val_ece_after": evaluate.expected_calibration_error(
+            evaluate.softmax(val_logits / temperature), val_labels),
+        "val_nll_before": evaluate.negative_log_likelihood(val_logits, val_labels),
+        "val_nll_after": evaluate.negative_log_likelihood(val_logits, val_labels, temperature),
+    }
+    if jax.process_index() == 0:
+        write_calibration(workdir, step, temperature, values)
+    logging.info("Calibrated checkpoint %d: temperature %.3f, validation ECE %.4f -> %.4f",
+                 step, temperature, values["val_ece_before"], values["val_ece_after"])
+    return temperature
+
+
 def create_writer(workdir: str) -> Any:
     """A clu MetricWriter: TensorBoard + console on process 0, console only elsewhere."""
     # Imported here, not at the top: clu's writers import TensorFlow, which the train step and
@@ -787,17 +842,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if best_step is not None and best_step != int(state.step):
         state, _ = restore_checkpoint(manager, state, best_step)
     best_path = str(manager.directory / str(best_step)) if best_step is not None else ""
+    # Temperature scaling on the validation split: confidences that mean what they say.
+    val_logits = predict(p_predict, state, val_split["image"], mesh, eval_batch_size)
+    temperature = calibrate(workdir, int(state.step), val_logits, np.asarray(val_split["label"]))
     test_split = pipeline.eval_split(config.data, "test")
     test_metrics, test_logits = evaluate_split(p_predict, state, test_split, mesh, eval_batch_size)
     writer.write_scalars(int(state.step), {f"test_{k}": v for k, v in test_metrics.items()})
     if jax.process_index() == 0:
+        test_labels = np.asarray(test_split["label"])
         report = evaluate.write_report(
-            evaluate.softmax(test_logits),
-            np.asarray(test_split["label"]),
+            evaluate.softmax(test_logits / temperature),
+            test_labels,
             os.path.join(workdir, "eval"),
             class_names=CLASSES,
             history=read_history(workdir),
-            extra={"checkpoint": best_path, "step": int(state.step)},
+            extra={"checkpoint": best_path, "step": int(state.step), "temperature": temperature,
+                   "ece_uncalibrated": evaluate.expected_calibration_error(
+                       evaluate.softmax(test_logits), test_labels)},
         )
         logging.info("Test accuracy %.4f (checkpoint %s)", report["accuracy"], best_path)
         if wandb_run is not None:

@@ -3,6 +3,7 @@
 import json
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -142,3 +143,61 @@ def test_evaluate_without_checkpoints_says_to_train_first(trained_workdir, tmp_p
     _write_user_images(tmp_path / "data")
     with pytest.raises(train.CheckpointError, match="train first"):
         evaluate.evaluate_folder(str(tmp_path), str(tmp_path / "data"), str(tmp_path / "r.json"))
+
+
+def test_temperature_scaling_recovers_the_temperature_that_made_the_probabilities():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(size=(4000, 10)) * 2
+    labels = np.array([rng.choice(10, p=p) for p in evaluate.softmax(true_logits)])
+    # An overconfident model: the right logits, three times too sharp.
+    overconfident = 3.0 * true_logits
+    temperature = evaluate.fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    before = evaluate.expected_calibration_error(evaluate.softmax(overconfident), labels)
+    after = evaluate.expected_calibration_error(evaluate.softmax(overconfident / temperature),
+                                                labels)
+    assert after < before / 3
+    # The NLL at the fitted temperature is no worse than at its neighbours.
+    nll = evaluate.negative_log_likelihood
+    assert nll(overconfident, labels, temperature) <= nll(overconfident, labels, 0.9 * temperature)
+    assert nll(overconfident, labels, temperature) <= nll(overconfident, labels, 1.1 * temperature)
+
+
+def test_breakdown_by_size_band_and_style():
+    manifest = {"a.png": {"extent": "0.25", "style": "solid", "kind": "filled"},
+                "b.png": {"extent": "0.45", "style": "dashed", "kind": "outline"},
+                "c.png": {"extent": "0.28", "style": "solid", "kind": "filled"}}
+    out = evaluate.breakdown(manifest, ["a.png", "b.png", "c.png"],
+                             np.array([True, False, False]))
+    assert out["by_size"] == {"0-30%": {"accuracy": 0.5, "n": 2},
+                              "30-50%": {"accuracy": 0.0, "n": 1}}
+    assert out["by_style"]["solid"] == {"accuracy": 0.5, "n": 2}
+    assert out["by_kind"]["outline"] == {"accuracy": 0.0, "n": 1}
+    assert "by_background" not in out
+
+
+def test_evaluate_reports_calibration_size_bands_and_shape_free_images(trained_workdir, tmp_path):
+    import csv
+
+    from geojax import train
+
+    data = tmp_path / "data"
+    _write_user_images(data)
+    files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.*"))
+    with open(data / "manifest.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "kind", "style", "extent"])
+        for i, name in enumerate(files):
+            writer.writerow([name, "filled", "solid" if i % 2 else "dashed", 0.2 + 0.1 * i])
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(blank / f"{i}.png"), np.full((30, 30, 3), 40 * i, np.uint8))
+    report = evaluate.evaluate_folder(str(trained_workdir), str(data), str(tmp_path / "r.json"),
+                                      no_shape_dir=str(blank))
+    calibration = json.loads((trained_workdir / train.CALIBRATION_FILENAME).read_text())
+    assert report["temperature"] == calibration[str(report["checkpoint_step"])]["temperature"]
+    assert sum(band["n"] for band in report["by_size"].values()) == len(files)
+    assert set(report["by_style"]) == {"solid", "dashed"}
+    assert report["no_shape"]["n"] == 3
+    assert 0 <= report["no_shape"]["named_a_shape"] <= 3

@@ -51,7 +51,7 @@ def test_signatures_names_shapes_and_outputs(exported):
     (_, kwargs) = encoded_sig.structured_input_signature
     assert kwargs["images"].shape.as_list() == [None] and kwargs["images"].dtype == tf.string
     outputs = pixels_sig.structured_outputs
-    assert set(outputs) == {"probabilities", "classes", "class_names", "logits"}
+    assert set(outputs) == {"probabilities", "classes", "class_names", "logits", "shape_found"}
     assert outputs["probabilities"].shape.as_list() == [None, len(CLASSES)]
     result = pixels_sig(images=tf.zeros([3, SIZE, SIZE, 3]))
     names = [n.decode() for n in result["class_names"].numpy()]

@@ -58,3 +58,35 @@ def test_missing_or_corrupt_checkpoint_fails_clearly(workdir, tmp_path, capsys):
     assert err.startswith("error:") and "Traceback" not in err
     assert not (tmp_path / "b").exists() or not any(
         p.name.isdigit() for p in (tmp_path / "b").iterdir())
+
+
+def test_the_export_serves_the_calibrated_model_and_says_when_no_shape_was_found(workdir,
+                                                                                 tmp_path):
+    import jax
+
+    from geojax import SHAPE_THRESHOLD
+    from geojax.export import saved_model_probabilities, serving_model
+
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(workdir, calibrated)
+    raw = serving_model(str(workdir))
+    train.write_calibration(str(calibrated), raw.step, 4.0, {})
+    served = serving_model(str(calibrated))
+    assert served.temperature == 4.0
+    pixels = np.random.default_rng(0).random((5, 16, 16, 3), dtype=np.float32)
+    raw_logits = np.asarray(jax.jit(raw.apply_fn)(raw.variables, pixels))
+    np.testing.assert_allclose(np.asarray(served.apply_fn(served.variables, pixels)),
+                               raw_logits / 4.0, rtol=1e-5, atol=1e-6)
+    base = tmp_path / "geojax"
+    version = export_workdir(str(calibrated), str(base), str(tmp_path / "models.config"))
+    assert json.loads((base / str(version) / "metadata.json").read_text())["temperature"] == 4.0
+    probabilities = saved_model_probabilities(base / str(version), pixels)
+    expected = np.exp(raw_logits / 4.0 - (raw_logits / 4.0).max(-1, keepdims=True))
+    np.testing.assert_allclose(probabilities, expected / expected.sum(-1, keepdims=True),
+                               atol=1e-5)
+
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(base / str(version)))
+    found = loaded.signatures["predict_pixels"](images=tf.constant(pixels))["shape_found"].numpy()
+    np.testing.assert_array_equal(found, probabilities.max(-1) >= SHAPE_THRESHOLD)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from geojax import CLASSES
+from geojax import CLASSES, SHAPE_THRESHOLD
 from geojax.data import compose_scene
 from geojax.data.images import encode_png, resize_to
 from geojax.detect import precision_recall
@@ -158,6 +158,7 @@ def test_predict_matches_the_saved_model(stack):
         assert np.abs(probs - expected).max() < 1e-5
         assert answer["class"] == CLASSES[int(expected.argmax())]
         assert answer["confidence"] == pytest.approx(expected.max(), abs=1e-5)
+        assert answer["shape_found"] == bool(expected.max() >= SHAPE_THRESHOLD)
         assert answer["model"]["version"] == 1
 
 

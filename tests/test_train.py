@@ -52,6 +52,27 @@ def test_a_few_steps_on_one_device_write_checkpoints_metrics_and_report(tmp_path
     for png in ("confusion_matrix.png", "roc_curves.png", "training_curves.png"):
         assert (tmp_path / "eval" / png).stat().st_size > 0
     assert list(tmp_path.glob("events.out.tfevents.*"))
+    # The best checkpoint is calibrated on the validation split; the test report applies it.
+    temperature = train.read_temperature(str(tmp_path), int(best.step))
+    assert temperature > 0 and report["temperature"] == temperature
+    calibration = json.loads((tmp_path / train.CALIBRATION_FILENAME).read_text())
+    assert calibration[str(int(best.step))]["val_nll_after"] <= (
+        calibration[str(int(best.step))]["val_nll_before"] + 1e-9)
+    assert train.read_temperature(str(tmp_path), 999) == 1.0  # never calibrated: raw logits
+
+
+def test_shape_free_images_train_toward_uniform_and_are_left_out_of_accuracy():
+    import jax.numpy as jnp
+
+    from geojax import NO_SHAPE
+
+    logits = jnp.array([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 2.0, 0.0]])
+    labels = jnp.array([0, NO_SHAPE, 0])
+    loss = np.asarray(train.cross_entropy_loss(logits, labels))
+    assert loss[1] == pytest.approx(np.log(3), abs=1e-6)  # uniform logits: the minimum
+    confident = train.cross_entropy_loss(jnp.array([[4.0, 0.0, 0.0]]), jnp.array([NO_SHAPE]))
+    assert float(confident[0]) > loss[1]  # a confident class on "no shape" costs more
+    assert float(train.shape_accuracy(logits, labels)) == pytest.approx(0.5)
 
 
 _SAME_AS_ONE_DEVICE = textwrap.dedent("""
