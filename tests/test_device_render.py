@@ -154,3 +154,20 @@ def test_shape_free_samples_and_dark_backgrounds_as_the_cpu_renderer():
     assert 20 <= dark.sum() <= 60
     assert np.asarray(styles["colors"])[dark].max() <= render.DARK_MAX
     assert np.asarray(styles["fill"])[dark].min() >= render.DARK_INK_MIN
+
+
+def test_sketch_patterns_match_the_cpu_renderer():
+    size = 48
+    center = (20.3, 27.8)
+    for dashes, spacing in ((12, 0.0), (0, 5.5), (9, 4.0)):
+        cpu_style = render.ShapeStyle(fill=(0, 0, 0), stroke=(0, 0, 0), dashes=dashes,
+                                      dash_duty=0.4, dash_phase=0.25, hatch_spacing=spacing,
+                                      hatch_angle=1.1, hatch_duty=0.45)
+        cpu_fill, cpu_stroke = render.sketch_patterns(center, (size, size), cpu_style)
+        style = {"dashes": jnp.float32(dashes), "dash_duty": jnp.float32(0.4),
+                 "dash_phase": jnp.float32(0.25), "hatch_spacing": jnp.float32(spacing),
+                 "hatch_angle": jnp.float32(1.1), "hatch_duty": jnp.float32(0.45)}
+        fill, stroke = device_render.sketch_patterns(jnp.asarray(center), size, style)
+        # The same pattern up to float32 rounding at the stripes' and dashes' edges.
+        assert (np.asarray(fill) != cpu_fill).mean() < 0.01
+        assert (np.asarray(stroke) != cpu_stroke).mean() < 0.01

@@ -303,3 +303,19 @@ def test_batchnorm_statistics_are_global_under_shard_map():
         timeout=300,
     )
     assert result.returncode == 0 and "synced" in result.stdout, result.stderr[-3000:]
+
+
+def test_light_patches_are_space_to_depth_and_halve_the_stages_resolution():
+    from geojax.models.light import LightCNNBackbone
+
+    x = images(2, 32)
+    backbone = LightCNNBackbone(width=0.25, patch=2)
+    variables = backbone.init(key(0), x, train=False)
+    # The first convolution reads 2x2 patches of RGB: 12 channels.
+    assert variables["params"]["stage1"]["conv1"]["kernel"].shape[2] == 12
+    out = backbone.apply(variables, x, train=False)
+    assert out.shape[1:3] == (1, 1)  # 32 px / 2 / 2^4
+    whole = LightCNNBackbone(width=0.25).apply(
+        LightCNNBackbone(width=0.25).init(key(0), x, train=False), x, train=False)
+    assert whole.shape[1:3] == (2, 2)
+    assert backbone.min_input_size == 32

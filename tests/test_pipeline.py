@@ -77,6 +77,20 @@ def test_bad_data_config_fails_naming_the_field(tmp_path):
         train_batches(config(source="tape"), 4, seed=0)
     with pytest.raises(FileNotFoundError, match="data.dir="):
         train_batches(config(source="folder", dir=str(tmp_path / "nope")), 4, seed=0)
+    with pytest.raises(ValueError, match="data.no_shape_fraction must be in"):
+        train_batches(config(no_shape_fraction=1.0), 4, seed=0)
+    with pytest.raises(ValueError, match="data.size_range must satisfy"):
+        train_batches(config(size_range=(0.5, 0.2)), 4, seed=0)
+
+
+def test_the_stream_holds_shape_free_images_at_the_configured_rate():
+    from geojax import NO_SHAPE
+
+    with train_batches(config(no_shape_fraction=0.25, img_size=24), 200, seed=3) as stream:
+        labels = next(stream)["label"]
+    assert 30 <= (labels == NO_SHAPE).sum() <= 70
+    with train_batches(config(no_shape_fraction=0.0, img_size=24), 50, seed=3) as stream:
+        assert (next(stream)["label"] != NO_SHAPE).all()
 
 
 def test_augmentation_keeps_shapes_whole_in_frame_and_isotropic():

@@ -125,3 +125,28 @@ def test_dark_backgrounds_are_the_seed_generators():
             color = ink.fill if ink.fill is not None else ink.stroke
             assert min(color) >= DARK_INK_MIN
     assert 20 <= dark <= 60  # one picture in five
+
+
+def test_dashed_outlines_and_hatched_fills_leave_gaps_inside_the_mask():
+    from geojax.data.render import sketch_patterns
+
+    size = 64
+    params = sample_shape(np.random.default_rng(0), "circle", (size, size), (0.8, 0.8))
+    solid = ShapeStyle(fill=None, stroke=(255, 255, 255), stroke_width=3.0)
+    dashed = ShapeStyle(fill=None, stroke=(255, 255, 255), stroke_width=3.0, dashes=12,
+                        dash_duty=0.5)
+    hatched = ShapeStyle(fill=(255, 255, 255), stroke=None, hatch_spacing=6.0,
+                         hatch_angle=0.3, hatch_duty=0.5)
+    inked = {}
+    for name, style in (("solid", solid), ("dashed", dashed), ("hatched", hatched)):
+        canvas = np.zeros((size, size, 3), np.float32)
+        mask = draw_shape(canvas, params, style, np.random.default_rng(0))
+        inked[name] = (canvas[..., 0] > 127, mask)
+    solid_ink, solid_mask = inked["solid"]
+    dashed_ink, dashed_mask = inked["dashed"]
+    np.testing.assert_array_equal(dashed_mask, solid_mask)  # the box is the whole shape's
+    assert 0.35 < dashed_ink.sum() / solid_ink.sum() < 0.65  # half of each dash period inked
+    hatched_ink, hatched_mask = inked["hatched"]
+    assert 0.35 < hatched_ink.sum() / hatched_mask.sum() < 0.65
+    fill, stroke = sketch_patterns(params.center, (size, size), hatched)
+    assert set(np.unique(fill)) == {0.0, 1.0} and stroke.min() == 1.0  # no dashes asked for

@@ -1,7 +1,7 @@
 """Synthetic shape data: render, compose scenes, write and read datasets, stream batches.
 
     geometry     geojax.data.shapes    what each class is (outlines from parameters)
-    drawing      geojax.data.render    render_shape, draw_shape (OpenCV, antialiased)
+    drawing      geojax.data.render    render_shape, render_no_shape, draw_shape (OpenCV)
     scenes       geojax.data.scenes    compose_scene (ground truth for detection)
     files        geojax.data.dataset   write_dataset, write_scenes, list_folder, load_folder
     images       geojax.data.images    decode_image, load_image (any mode, size-guarded)
@@ -13,7 +13,7 @@
 from geojax.data.dataset import list_folder, load_folder, write_dataset, write_scenes
 from geojax.data.images import ImageError, decode_image, load_image, resize_to
 from geojax.data.pipeline import default_data_config, eval_split, train_batches
-from geojax.data.render import RenderedShape, render_shape
+from geojax.data.render import RenderedShape, render_no_shape, render_shape
 from geojax.data.scenes import Scene, compose_scene
 from geojax.data.shapes import ShapeParams, sample_shape, shape_outline
 
@@ -29,6 +29,7 @@ __all__ = [
     "list_folder",
     "load_folder",
     "load_image",
+    "render_no_shape",
     "render_shape",
     "resize_to",
     "sample_shape",

@@ -18,8 +18,8 @@ Everything is per sample, with static shapes, so `jax.vmap` and `jax.jit` take i
 - `sample_style` draws fill/outline/bordered styles, colours that contrast with the background,
   flat, the seed's flat dark, gradient and textured backgrounds and the blur/noise effects, as
   `geojax.data.render.sample_image_style` / `sample_shape_style` do (JPEG has no device form).
-- `render_sample` draws a shape-free sample (label `geojax.NO_SHAPE`: a bare background, or a
-  fragment of a large shape cut by the border, `fragment_geometry`) with probability
+- `render_sample` draws a shape-free sample (label `geojax.NO_SHAPE`: a bare background, a
+  fragment of a large shape cut by the border, `fragment_geometry`, or stripes) with probability
   `no_shape_fraction`, as `geojax.data.render.render_no_shape`.
 """
 
@@ -169,7 +169,9 @@ def sample_geometry(key: jax.Array, label: jax.Array, size: int,
         raise ValueError(f"size_range must satisfy 0 < low <= high <= 1, got {size_range}")
     # One draw of uniforms for everything (each jax.random call is a hash to compile and run).
     u = jax.random.uniform(key, (16,))
-    elongation = _between(u[1], shapes.ELONGATION_MIN, shapes.ELONGATION_MAX)
+    low_half = jax.random.uniform(jax.random.fold_in(key, 1)) < 0.5
+    elongation = _between(u[1], shapes.ELONGATION_MIN, jnp.where(
+        low_half, shapes.ELONGATION_LOW_MAX, shapes.ELONGATION_MAX))
     acute = jnp.deg2rad(_between(u[2], *shapes.RHOMBUS_ANGLE_DEG))
     aspect = jnp.select([(label == _RECTANGLE) | (label == _ELLIPSE), label == _RHOMBUS],
                         [elongation, 1 / jnp.tan(acute / 2)], 1.0)
@@ -374,6 +376,11 @@ def sample_style(key: jax.Array, radius: jax.Array, effects: bool = True) -> Sty
     ink = jnp.where(black_ink, jnp.zeros(3), jnp.where(
         dark, dark_ink, contrasting_color(colors[1:1 + CONTRAST_TRIES], base)))
     mode = (u[7] >= 0.45).astype(jnp.int32) + (u[7] >= 0.85)  # fill/outline/border
+    # Sketch styles, as render.sample_shape_style: hatched fills (with an outline), dashed or
+    # dotted outlines.
+    sketch = jax.random.uniform(jax.random.fold_in(k_u, 2), (7,))
+    hatched = (mode == 0) & (sketch[0] < cpu_render.HATCHED_P)
+    dashed = (mode == 1) & (sketch[0] < cpu_render.DASHED_P)
     max_width = jnp.maximum(1.5, radius * 0.12)
     jitter = jnp.where(u[8] < 0.25, _between(u[9], 0.005, 0.03), 0.0)
     # Smooth noise a_k sin(k phase + u_k), a_k ~ N(0, 1) / k, scaled to peak at jitter * radius.
@@ -393,8 +400,16 @@ def sample_style(key: jax.Array, radius: jax.Array, effects: bool = True) -> Sty
         "stroke": jnp.where(mode == 2, contrasting_color(colors[1 + CONTRAST_TRIES:], ink, 0.2),
                             ink),
         "has_fill": mode != 1,
-        "has_stroke": mode != 0,
+        "has_stroke": (mode != 0) | hatched,
         "stroke_width": _between(u[18], 1.0, max_width),
+        "hatch_spacing": jnp.where(hatched, jnp.maximum(
+            cpu_render.MIN_HATCH_SPACING, _between(sketch[1], *cpu_render.HATCH_SPACING) * radius),
+            0.0),
+        "hatch_angle": math.pi * sketch[2],
+        "hatch_duty": _between(sketch[3], *cpu_render.HATCH_DUTY),
+        "dashes": jnp.where(dashed, jnp.floor(_between(sketch[4], *cpu_render.DASHES)), 0.0),
+        "dash_duty": _between(sketch[5], *cpu_render.DASH_DUTY),
+        "dash_phase": sketch[6],
         "jitter": jnp.stack([amplitude, phase], 1),
         "blur_sigma": jnp.float32(0.0),
         "noise_sigma": jnp.float32(0.0),
@@ -436,6 +451,21 @@ def draw_background(key: jax.Array, style: Style, size: int, bank: jax.Array | N
     return jnp.where(kind == 1, gradient, jnp.where(kind == 2, texture, flat))
 
 
+def sketch_patterns(center: jax.Array, size: int, style: Style) -> tuple[jax.Array, jax.Array]:
+    """Where fill and stroke are inked ([size, size] 0/1), as `render.sketch_patterns`: hatching
+    lines across the frame (spacing 0: solid), dashes by the angle around the centre (0 dashes:
+    solid)."""
+    coords = jnp.arange(size, dtype=jnp.float32)
+    x, y = coords[None, :], coords[:, None]
+    d = x * jnp.cos(style["hatch_angle"]) + y * jnp.sin(style["hatch_angle"])
+    spacing = jnp.maximum(style["hatch_spacing"], 1e-3)
+    hatch = (jnp.mod(d / spacing, 1.0) < style["hatch_duty"]) | (style["hatch_spacing"] <= 0)
+    turn = jnp.arctan2(y - center[1], x - center[0]) / (2 * math.pi)
+    dash = ((jnp.mod(turn * style["dashes"] + style["dash_phase"], 1.0) < style["dash_duty"])
+            | (style["dashes"] <= 0))
+    return hatch.astype(jnp.float32), dash.astype(jnp.float32)
+
+
 def render(key: jax.Array, geometry: Geometry, style: Style, size: int,
            bank: jax.Array | None = None, effects: bool = True) -> tuple[jax.Array, jax.Array]:
     """The painted picture, float32 [size, size, 3] in 0..255 (the style's blur and noise
@@ -448,13 +478,16 @@ def render(key: jax.Array, geometry: Geometry, style: Style, size: int,
     fill, stroke = coverage(distance, style["stroke_width"])
     fill = fill * style["has_fill"]
     stroke = stroke * style["has_stroke"]
+    mask = jnp.maximum(fill, stroke)
+    hatch, dash = sketch_patterns(geometry["center"], size, style)
+    fill, stroke = fill * hatch, stroke * dash
     canvas = canvas + fill[..., None] * (style["fill"] - canvas)
     canvas = canvas + stroke[..., None] * (style["stroke"] - canvas)
     if effects:
         blurred = gaussian_blur(canvas, style["blur_sigma"])
         canvas = jnp.where(style["blur_sigma"] > 0, blurred, canvas)
         canvas = canvas + style["noise_sigma"] * standard_normal(kn, canvas.shape, bank)
-    return jnp.clip(canvas, 0.0, 255.0), jnp.maximum(fill, stroke)
+    return jnp.clip(canvas, 0.0, 255.0), mask
 
 
 def render_sample(key: jax.Array, size: int, size_range: tuple[float, float] = (0.2, 0.95),
@@ -472,15 +505,28 @@ def render_sample(key: jax.Array, size: int, size_range: tuple[float, float] = (
     geometry = sample_geometry(k[1], label, size, size_range)
     empty = jnp.bool_(False)
     if no_shape_fraction > 0:
-        u = jax.random.uniform(jax.random.fold_in(k[0], 1), (2,))
+        u = jax.random.uniform(jax.random.fold_in(k[0], 1), (5,))
         empty = u[0] < no_shape_fraction
-        fragment = fragment_geometry(jax.random.fold_in(k[1], 1), geometry, size)
-        geometry = jax.tree.map(lambda a, b: jnp.where(empty, a, b), fragment, geometry)
-        shown = ~empty | (u[1] < cpu_render.FRAGMENT_P)
+        fragment = empty & (u[1] < cpu_render.FRAGMENT_P)
+        stripes = empty & ~fragment & (u[1] < cpu_render.FRAGMENT_P + cpu_render.STRIPES_P)
+        cut = fragment_geometry(jax.random.fold_in(k[1], 1), geometry, size)
+        # Stripes: a hatched square far larger than the frame, centred on it.
+        cover = {**geometry, "label": jnp.int32(_SQUARE), "radius": jnp.float32(2.0 * size),
+                 "aspect": jnp.float32(1.0),
+                 "center": jnp.full(2, (size - 1) / 2, jnp.float32)}
+        geometry = jax.tree.map(lambda a, b, c: jnp.where(stripes, a, jnp.where(empty, b, c)),
+                                cover, cut, geometry)
     style = sample_style(k[2], geometry["radius"], effects)
     if no_shape_fraction > 0:
-        style = {**style, "has_fill": style["has_fill"] & shown,
-                 "has_stroke": style["has_stroke"] & shown}
+        shown = ~empty | fragment
+        style = {**style, "has_fill": (style["has_fill"] & shown) | stripes,
+                 "has_stroke": style["has_stroke"] & shown,
+                 "fill": jnp.where(stripes & ~style["has_fill"], style["stroke"], style["fill"]),
+                 "hatch_spacing": jnp.where(stripes, _between(
+                     u[2], *cpu_render.STRIPES_SPACING) * size, style["hatch_spacing"]),
+                 "hatch_angle": jnp.where(stripes, math.pi * u[3], style["hatch_angle"]),
+                 "hatch_duty": jnp.where(stripes, _between(u[4], *cpu_render.STRIPES_DUTY),
+                                         style["hatch_duty"])}
         label = jnp.where(empty, NO_SHAPE, label).astype(jnp.int32)
     image, mask = render(k[3], geometry, style, size, bank, effects and not defer_effects)
     drawn = {"image": image, "mask": mask * ~empty, "label": label}

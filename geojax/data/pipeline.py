@@ -51,8 +51,9 @@ def default_data_config() -> ml_collections.ConfigDict:
         "effects": True,  # renderer blur / noise / JPEG
         "size_range": (0.2, 0.95),  # shape extent as a fraction of the frame
         # Training images with no whole shape (label geojax.NO_SHAPE, uniform target): bare
-        # backgrounds and fragments cut by the border, so "no shape" gets no confident class.
-        "no_shape_fraction": 0.1,
+        # backgrounds, fragments cut by the border and stripes, so "no shape" gets no
+        # confident class.
+        "no_shape_fraction": 0.15,
         "workers": 2,  # loader processes; 0 renders in the calling process
         "prefetch": 4,  # batches in flight
         "eval_size": 500,  # images per rendered val/test split (source='stream' or 'device')
@@ -71,8 +72,9 @@ def check_data_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"data.img_size must be >= 8, got {config.img_size}")
     if int(config.workers) < 0 or int(config.prefetch) < 1:
         raise ValueError("data.workers must be >= 0 and data.prefetch >= 1")
-    if not 0.0 <= float(config.no_shape_fraction) < 1.0:
-        raise ValueError(f"data.no_shape_fraction must be in [0, 1), got {config.no_shape_fraction}")
+    no_shape = float(config.get("no_shape_fraction", 0.0))  # absent in older workdirs' configs
+    if not 0.0 <= no_shape < 1.0:
+        raise ValueError(f"data.no_shape_fraction must be in [0, 1), got {no_shape}")
     low, high = (float(v) for v in config.size_range)
     if not 0 < low <= high <= 1:
         raise ValueError(f"data.size_range must satisfy 0 < low <= high <= 1, got {config.size_range}")
@@ -104,7 +106,7 @@ class _BatchMaker:
     def sample(self, index: int) -> tuple[np.ndarray, int]:
         rng = np.random.default_rng([self.seed, index])
         if self.files is None:
-            if rng.random() < float(self.config.no_shape_fraction):
+            if rng.random() < float(self.config.get("no_shape_fraction", 0.0)):
                 shape = render_no_shape(rng, int(self.config.img_size),
                                         effects=bool(self.config.effects))
             else:

@@ -5,8 +5,8 @@ its label, the exact box of the drawn pixels and the mask. `draw_shape` is the o
 (also used by `geojax.data.scenes`); `sample_style` draws everything that is not geometry.
 
 The variety is the point: models are judged on images from other people's renderers, so styles
-cover filled, outline-only and filled-with-border shapes, thin to thick strokes, hand-drawn
-jitter, flat, gradient and textured backgrounds, black-on-white line art, the seed generator's
+cover filled, hatched, outline-only, dashed or dotted and filled-with-border shapes, thin to thick
+strokes, hand-drawn jitter, flat, gradient and textured backgrounds, black-on-white line art, the seed generator's
 flat dark backgrounds with bright inks, blur, noise and JPEG.
 
 `render_no_shape` draws the same backgrounds with no whole shape in them (nothing, or a fragment
@@ -33,11 +33,18 @@ PAPER_P, DARK_P = 0.2, 0.2
 DARK_MAX = 100  # the seed's background channels are uniform in 0..100, its inks in 50..255
 DARK_INK_MIN = 50
 DARK_MIN_CONTRAST = 0.1
-# Shape-free samples: half plain background, half a fragment of a large shape (radius as a
-# fraction of the frame) whose centre lies beyond a border, so that no whole shape shows.
-FRAGMENT_P = 0.5
+# Shape-free samples: a fragment of a large shape (radius as a fraction of the frame) whose
+# centre lies beyond a border, so that no whole shape shows; a few parallel lines across the
+# frame (spacing and width as fractions of the frame and of the spacing); else the bare background.
+FRAGMENT_P, STRIPES_P = 0.4, 0.25
+STRIPES_SPACING, STRIPES_DUTY = (0.1, 0.4), (0.04, 0.25)
 FRAGMENT_RADIUS = (0.4, 1.0)
 FRAGMENT_OUTSIDE = (0.15, 0.7)  # the centre's distance beyond the border, in radii
+# Sketch styles: a share of outlines is dashed or dotted, a share of fills hatched (with an
+# outline), as people draw them.
+DASHED_P, DASHES, DASH_DUTY = 0.3, (12, 29), (0.3, 0.7)  # fewer dashes read as sides
+HATCHED_P, HATCH_SPACING, HATCH_DUTY = 0.25, (0.12, 0.3), (0.3, 0.6)  # spacing: of the radius
+MIN_HATCH_SPACING = 2.5  # px
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +56,15 @@ class ShapeStyle:
     stroke: tuple[int, int, int] | None
     stroke_width: float = 1.0
     jitter: float = 0.0
+    # Dashed or dotted outlines: `dashes` dashes around the centre (0 = a solid line), each
+    # `dash_duty` of its period long. Hatched fills: parallel lines `hatch_spacing` px apart
+    # (0 = a solid fill) at `hatch_angle`, `hatch_duty` of the spacing wide.
+    dashes: int = 0
+    dash_duty: float = 0.5
+    dash_phase: float = 0.0
+    hatch_spacing: float = 0.0
+    hatch_angle: float = 0.0
+    hatch_duty: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,10 +186,19 @@ def sample_shape_style(
     max_width = max(1.5, radius * 0.12)
     width = float(rng.uniform(1.0, max_width))
     jitter = float(rng.uniform(0.005, 0.03)) if rng.random() < 0.25 else 0.0
+    sketch = rng.random(7)
     if mode == "filled":
+        if sketch[0] < HATCHED_P:
+            spacing = max(MIN_HATCH_SPACING, _between(sketch[1], *HATCH_SPACING) * radius)
+            return ShapeStyle(fill=ink, stroke=ink, stroke_width=width, jitter=jitter,
+                              hatch_spacing=spacing, hatch_angle=math.pi * sketch[2],
+                              hatch_duty=_between(sketch[3], *HATCH_DUTY))
         return ShapeStyle(fill=ink, stroke=None, jitter=jitter)
     if mode == "outline":
-        return ShapeStyle(fill=None, stroke=ink, stroke_width=width, jitter=jitter)
+        dashes = int(_between(sketch[4], *DASHES)) if sketch[0] < DASHED_P else 0
+        return ShapeStyle(fill=None, stroke=ink, stroke_width=width, jitter=jitter,
+                          dashes=dashes, dash_duty=_between(sketch[5], *DASH_DUTY),
+                          dash_phase=float(sketch[6]))
     return ShapeStyle(fill=ink, stroke=contrasting_color(rng, ink, 0.2), stroke_width=width,
                       jitter=jitter)
 
@@ -259,23 +284,49 @@ def coverage(
     return fill, stroke
 
 
+def _between(u: float, low: float, high: float) -> float:
+    return float(low + u * (high - low))
+
+
+def sketch_patterns(center: tuple[float, float], size: tuple[int, int], style: ShapeStyle
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Where the fill and the stroke are inked ([H, W] float32 0/1): hatching lines across the
+    frame, and dashes by the angle around the shape's centre (all ones for solid styles)."""
+    width, height = size
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    fill = stroke = np.ones((height, width), np.float32)
+    if style.hatch_spacing > 0:
+        d = xs * math.cos(style.hatch_angle) + ys * math.sin(style.hatch_angle)
+        fill = (np.mod(d / style.hatch_spacing, 1.0) < style.hatch_duty).astype(np.float32)
+    if style.dashes > 0:
+        turn = np.arctan2(ys - center[1], xs - center[0]) / (2 * math.pi)
+        stroke = (np.mod(turn * style.dashes + style.dash_phase, 1.0)
+                  < style.dash_duty).astype(np.float32)
+    return fill, stroke
+
+
 def draw_shape(
     canvas: np.ndarray,
     params: ShapeParams,
     style: ShapeStyle,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Paint one shape onto a float32 [H, W, 3] canvas in place; returns its bool mask."""
+    """Paint one shape onto a float32 [H, W, 3] canvas in place; returns its bool mask (of the
+    whole outline and area, hatching gaps and dash gaps included)."""
     height, width = canvas.shape[:2]
     outline = shape_outline(params)
     if style.jitter > 0:
         outline = jittered_outline(outline, params.radius, style.jitter, rng)
     fill, stroke = coverage(outline, (width, height), style)
+    mask = np.maximum(fill, stroke) >= MASK_THRESHOLD
+    if style.hatch_spacing > 0 or style.dashes > 0:
+        hatch, dash = sketch_patterns(params.center, (width, height), style)
+        fill, stroke = fill * hatch, stroke * dash
     if style.fill is not None:
         canvas += fill[..., None] * (np.asarray(style.fill, np.float32) - canvas)
     if style.stroke is not None:
         canvas += stroke[..., None] * (np.asarray(style.stroke, np.float32) - canvas)
-    return np.maximum(fill, stroke) >= MASK_THRESHOLD
+    return mask
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -317,15 +368,33 @@ def fragment_params(rng: np.random.Generator, label: int, img_size: int) -> Shap
     return dataclasses.replace(params, radius=radius, center=center)
 
 
+def stripes_style(style: ShapeStyle, u: np.ndarray, img_size: int) -> ShapeStyle:
+    """`style`'s ink as a few parallel lines (STRIPES_SPACING of the frame apart, STRIPES_DUTY
+    of that wide) across whatever it fills: `render_no_shape`'s stripes, from 3 uniforms `u`."""
+    ink = style.fill if style.fill is not None else style.stroke
+    return ShapeStyle(fill=ink, stroke=None,
+                      hatch_spacing=_between(u[0], *STRIPES_SPACING) * img_size,
+                      hatch_angle=math.pi * float(u[1]),
+                      hatch_duty=_between(u[2], *STRIPES_DUTY))
+
+
 def render_no_shape(rng: np.random.Generator, img_size: int, effects: bool = True
                     ) -> RenderedShape:
-    """A training image with no whole shape: a background as `render_shape` draws them, bare or
-    with a fragment of a large shape cut by the border (FRAGMENT_P). Label `NO_SHAPE`, no box."""
+    """A training image with no whole shape: a background as `render_shape` draws them, bare,
+    with a fragment of a large shape cut by the border (FRAGMENT_P), or with stripes across it
+    (STRIPES_P). Label `NO_SHAPE`, no box."""
     image_style = sample_image_style(rng, effects)
     canvas = draw_background(image_style, (img_size, img_size), rng)
     params = fragment_params(rng, int(rng.integers(10)), img_size)
-    if rng.random() < FRAGMENT_P:
-        draw_shape(canvas, params, sample_shape_style(rng, image_style, params.radius), rng)
+    style = sample_shape_style(rng, image_style, params.radius)
+    kind, u = rng.random(3), rng.random(3)
+    if kind[0] < FRAGMENT_P:
+        draw_shape(canvas, params, style, rng)
+    elif kind[0] < FRAGMENT_P + STRIPES_P:
+        # Stripes: a hatched square far larger than the frame, centred on it.
+        params = dataclasses.replace(params, label=class_index("square"), radius=2.0 * img_size,
+                                     center=((img_size - 1) / 2, (img_size - 1) / 2))
+        draw_shape(canvas, params, stripes_style(style, u, img_size), rng)
     image = finish_image(canvas, image_style, rng)
     empty = np.zeros((img_size, img_size), bool)
     return RenderedShape(image, NO_SHAPE, (0, 0, 0, 0), empty, params)

@@ -29,6 +29,9 @@ from geojax import CLASSES
 # 58-80 degrees; each boundary keeps a margin to its neighbour class (DESIGN.md, "Classes").
 ELONGATION_MIN = 1.25
 ELONGATION_MAX = 3.0
+# Half of the elongated shapes are drawn up to 2:1 only, so the low ratios nearest the square
+# and the circle (the seed's are 1.25-2) are not rare.
+ELONGATION_LOW_MAX = 2.0
 RHOMBUS_ANGLE_DEG = (40.0, 80.0)
 TRIANGLE_MIN_ANGLE_DEG = 20.0
 STAR_INNER_RATIO = (0.3, 0.6)
@@ -132,7 +135,8 @@ def sample_shape(
     angles: tuple[float, float, float] = (math.pi / 3,) * 3
     inner = 0.5
     if name in ("rectangle", "ellipse"):
-        aspect = rng.uniform(ELONGATION_MIN, ELONGATION_MAX)
+        aspect = rng.uniform(ELONGATION_MIN,
+                             ELONGATION_LOW_MAX if rng.random() < 0.5 else ELONGATION_MAX)
     elif name == "rhombus":
         acute = math.radians(rng.uniform(*RHOMBUS_ANGLE_DEG))
         aspect = 1 / math.tan(acute / 2)

@@ -96,6 +96,7 @@ def default_model_config(name: str) -> ml_collections.ConfigDict:
         config.width = 1.0
         config.stage_widths = (32, 64, 128, 256)
         config.convs_per_stage = 2
+        config.patch = 1  # > 1: space-to-depth by this factor before the stages
         config.head_widths = (128,)
         config.head_dropout = (0.2,)
     elif name.startswith("efficientnet"):
@@ -214,6 +215,7 @@ def _backbone(config: ml_collections.ConfigDict) -> ModuleDef:
             width=config.width,
             stage_widths=tuple(config.stage_widths),
             convs_per_stage=config.convs_per_stage,
+            patch=config.get("patch", 1),
         )
     if name in ("resnet50", "resnet101"):
         depths = RESNET50_DEPTHS if name == "resnet50" else RESNET101_DEPTHS
