@@ -2,20 +2,50 @@
 
 `--config.key=value` overrides any config field; rerunning the same command resumes from the
 workdir's latest checkpoint. User errors (unknown config field, bad value, unreadable
-checkpoint) exit with a one-paragraph message instead of a traceback.
+checkpoint) exit with a one-paragraph message instead of a traceback. The console shows
+geojax's own lines, the metrics and clu's progress line (steps/s, ETA); `--verbose` adds the
+libraries' INFO logging.
 """
 
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file (experiments/*.py).", lock_config=True
 )
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Also show the libraries' INFO logging (Orbax's per-checkpoint lines, "
+    "JAX's backend probes, TensorFlow's C++ start-up); by default the console shows geojax's "
+    "own lines, the metrics, the progress line and every warning.")
 flags.mark_flags_as_required(["config", "workdir"])
+# INFO lines the console keeps without --verbose: geojax's own, clu's metric writer (the
+# metrics) and clu's progress report (steps/s, percent done, ETA).
+_OWN_INFO = (f"{os.sep}geojax{os.sep}", f"{os.sep}clu{os.sep}metric_writers{os.sep}",
+             f"{os.sep}clu{os.sep}platform{os.sep}")
+
+
+class _OwnInfoOnly(logging.Filter):
+    """Passes warnings and errors from anyone, INFO only from `_OWN_INFO`'s sources."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or any(
+            part in record.pathname for part in _OWN_INFO)
+
+
+def quiet_console(verbose: bool) -> None:
+    """Keeps third-party INFO logging (one checkpoint is dozens of Orbax lines) off the console
+    unless `verbose`; must run before TensorFlow is imported (its C++ log level is read then)."""
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    absl_logging.get_absl_handler().addFilter(_OwnInfoOnly())
 
 
 def _config_error_message(error: Exception, argv: Sequence[str]) -> str:
@@ -48,6 +78,7 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    quiet_console(_VERBOSE.value)
     # Imported here, not at the top: data-loader worker processes re-import this module, and
     # must not pay for JAX and the metric writers' TensorFlow.
     from geojax import train

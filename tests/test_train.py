@@ -226,3 +226,21 @@ def test_early_stopping_waits_patience_steps_after_the_best_accuracy():
 def test_early_stopping_with_zero_patience_never_stops():
     progress = {"best_accuracy": 0.9, "best_step": 0, "stopped_early": False}
     assert not train.early_stopping(progress, 1000, 0.1, patience_steps=0)["stopped_early"]
+
+
+def test_the_console_keeps_own_lines_metrics_progress_and_warnings_only():
+    import logging
+    import os
+
+    from geojax.main import _OwnInfoOnly
+
+    def record(path: str, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("absl", level, path, 1, "message", None, None)
+
+    keep = _OwnInfoOnly()
+    site = f"{os.sep}venv{os.sep}site-packages{os.sep}"
+    assert keep.filter(record(f"{os.sep}repo{os.sep}geojax{os.sep}train.py"))
+    assert keep.filter(record(f"{site}clu{os.sep}metric_writers{os.sep}logging_writer.py"))
+    assert keep.filter(record(f"{site}clu{os.sep}platform{os.sep}local.py"))
+    assert not keep.filter(record(f"{site}orbax{os.sep}checkpoint{os.sep}checkpoint_manager.py"))
+    assert keep.filter(record(f"{site}orbax{os.sep}checkpoint{os.sep}x.py", logging.WARNING))
