@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from geojax import CLASSES
+from geojax import CLASSES, SHAPE_THRESHOLD
 from geojax.data import compose_scene, load_image, render_shape
 from geojax.data.images import encode_png, resize_to
 from geojax.predict import (
@@ -86,7 +86,6 @@ def test_cli_classifies_and_prints_json(base_path, images, capsys):
     code, out, _ = run_cli(capsys, "--model", base_path, images["shape"])
     assert code == 0
     first = out.splitlines()[0]
-    assert first.startswith(f"{images['shape']}: ") and first.split()[1] in CLASSES
     code, out, _ = run_cli(capsys, "--model", base_path / "1", images["shape"], images["scene"],
                            "--json")
     assert code == 0
@@ -95,6 +94,14 @@ def test_cli_classifies_and_prints_json(base_path, images, capsys):
     for r in results:
         assert r["class"] in CLASSES
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert r["shape_found"] == (r["confidence"] >= SHAPE_THRESHOLD)
+    # The text names the class, or says there is no shape below the threshold.
+    shape = results[0]
+    assert first.startswith(f"{images['shape']}: ")
+    if shape["shape_found"]:
+        assert first.split()[1] == shape["class"]
+    else:
+        assert f"no shape (nearest: {shape['class']}" in first
 
 
 def test_cli_detects_and_annotates(base_path, images, capsys, tmp_path):
