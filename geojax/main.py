@@ -22,8 +22,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _VERBOSE = flags.DEFINE_bool(
     "verbose", False, "Also show the libraries' INFO logging (Orbax's per-checkpoint lines, "
-    "JAX's backend probes, TensorFlow's C++ start-up); by default the console shows geojax's "
-    "own lines, the metrics, the progress line and every warning.")
+    "JAX's backend probes); by default the console shows geojax's own lines, the metrics, the "
+    "progress line and every warning. (TensorFlow's C++ start-up lines print before any "
+    "setting can reach them.)")
 flags.mark_flags_as_required(["config", "workdir"])
 # INFO lines the console keeps without --verbose: geojax's own, clu's metric writer (the
 # metrics) and clu's progress report (steps/s, percent done, ETA).
