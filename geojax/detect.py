@@ -73,7 +73,10 @@ class Detection:
     bbox: tuple[int, int, int, int]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"bbox": list(self.bbox)}
+        """The one JSON shape of a detection (the proxy's and `geojax.predict --json`'s), with
+        the keys of a classified image (`geojax.predict.prediction_json`)."""
+        return {"class": self.class_name, "label": self.label, "confidence": self.confidence,
+                "bbox": [int(v) for v in self.bbox]}
 
 
 @dataclasses.dataclass(frozen=True)

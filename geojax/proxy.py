@@ -495,8 +495,7 @@ def create_app(settings: ProxySettings | None = None,
                   "model_server": sum(seconds) * 1000,
                   "total": (time.perf_counter() - start) * 1000}
         return {
-            "detections": [{"class": d.class_name, "confidence": d.confidence,
-                            "bbox": [int(v) for v in d.bbox]} for d in result.detections],
+            "detections": [d.to_dict() for d in result.detections],
             "width": int(image.shape[1]), "height": int(image.shape[0]),
             "model": proxy.model_json(view), "timing_ms": timing,
         }

@@ -68,15 +68,17 @@ def evaluate_workdir(workdir: str, sets: dict[str, Path]) -> dict:
 
 
 def print_tables(rows: list[dict]) -> None:
-    print("| workdir | own test | seed-style | ECE | PIL set | ECE | no-shape named a shape "
-          "| max conf. on no-shape | seed scenes mAP@0.5 | temperature |")
+    print("| workdir | own test | seed-style | ECE raw -> calibrated | PIL set "
+          "| ECE raw -> calibrated | no-shape named a shape | max conf. on no-shape "
+          "| seed scenes mAP@0.5 | temperature |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         seed, pil = r["seed"], r["pil"]
         blank = seed["no_shape"]
         print(f"| {r['workdir']} | {r['own test']:.1%} | {seed['accuracy']:.1%} "
-              f"| {seed['expected_calibration_error']:.1%} | {pil['accuracy']:.1%} "
-              f"| {pil['expected_calibration_error']:.1%} "
+              f"| {seed['ece_uncalibrated']:.1%} -> {seed['expected_calibration_error']:.1%} "
+              f"| {pil['accuracy']:.1%} "
+              f"| {pil['ece_uncalibrated']:.1%} -> {pil['expected_calibration_error']:.1%} "
               f"| {blank['named_a_shape']} of {blank['n']} | {blank['max_confidence']:.2f} "
               f"| {r['scenes']['mAP@0.5']:.3f} | {seed['temperature']:.2f} |")
     for key, title in (("by_size", "size band"), ("by_style", "style")):

@@ -112,7 +112,8 @@ def test_cli_detects_and_annotates(base_path, images, capsys, tmp_path):
     (result,) = json.loads(out)["results"]
     assert result["method"] == "contours" and result["num_proposals"] > 0
     for d in result["detections"]:
-        assert d["class_name"] in CLASSES and len(d["bbox"]) == 4
+        assert d["class"] in CLASSES and len(d["bbox"]) == 4
+        assert CLASSES[d["label"]] == d["class"]
     assert load_image(annotated).shape == load_image(images["scene"]).shape
 
 
