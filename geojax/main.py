@@ -88,7 +88,7 @@ def main(argv: Sequence[str]) -> None:
     assert workdir is not None  # a required flag
     try:
         train.train_and_evaluate(_CONFIG.value, workdir)
-    except (train.ConfigError, train.CheckpointError) as e:
+    except (train.ConfigError, train.CheckpointError, train.NonFiniteError) as e:
         sys.exit(f"geojax.main: {e}")
 
 

@@ -18,7 +18,9 @@ import itertools
 import json
 import os
 import secrets
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, cast
 
@@ -55,6 +57,28 @@ class ConfigError(ValueError):
     """A config value the trainer cannot use; the message names the field."""
 
 
+class NonFiniteError(RuntimeError):
+    """Training stopped after `max_nonfinite_steps` steps in a row had a non-finite loss or
+    gradient; the message names the steps and how to regenerate their batches."""
+
+
+def nonfinite_message(config: ml_collections.ConfigDict, first: int, last: int) -> str:
+    """Why training stopped, and how to get the batches of steps first..last back (a batch
+    depends only on the seed and the step)."""
+    if config.data.source == "device":
+        how = (f"geojax.data.device.make_batch(config.data, {config.seed}, step, "
+               f"jnp.arange({config.batch_size}))")
+    else:
+        how = (f"next(geojax.data.train_batches(config.data, {config.batch_size}, "
+               f"seed={config.seed}, start_step=step))")
+    return (f"the loss or gradients were not finite for {last - first + 1} steps in a row "
+            f"(steps {first}..{last}; each was skipped, no update applied). The batch of a "
+            f"step depends only on (seed, step): with config = train.read_config(WORKDIR), "
+            f"{how} is the batch of `step` (the first bad one is step {first}). Lower the "
+            f"learning rate or set grad_clip_norm, then rerun: training resumes from the last "
+            f"checkpoint.")
+
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -70,6 +94,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                   "checkpoint_every_steps"):
         if config[field] < 1:
             problems.append(f"{field}={config[field]} must be >= 1")
+    if config.max_nonfinite_steps < 1:
+        problems.append(f"max_nonfinite_steps={config.max_nonfinite_steps} must be >= 1")
     for field in ("warmup_steps", "weight_decay", "label_smoothing", "early_stopping_patience",
                   "eval_batch_size"):
         if config[field] < 0:
@@ -220,6 +246,8 @@ class TrainMetrics(metrics.Collection):
     # clu declares a metric by calling from_output, which mypy rejects as an annotation
     loss: metrics.Average.from_output("loss")  # type: ignore[valid-type]
     accuracy: metrics.Average.from_output("accuracy")  # type: ignore[valid-type]
+    # The fraction of steps skipped because their loss or gradients were not finite.
+    nonfinite: metrics.Average.from_output("nonfinite")  # type: ignore[valid-type]
 
 
 @flax.struct.dataclass
@@ -279,18 +307,28 @@ def train_step(
     local_params = lax.pcast(state.params, DATA_AXIS, to="varying")
     grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(local_params)
     grads = lax.pmean(grads, DATA_AXIS)
+    mean_loss = lax.pmean(loss.mean(), DATA_AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    # A non-finite loss or gradient (the same on every device: both are global means) skips
+    # the update: parameters, BatchNorm statistics and optimizer state stay as they were.
+    finite = jnp.isfinite(mean_loss) & jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+
+    def keep_if_not_finite(new: Any, old: Any) -> Any:
+        return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
     new_state = dataclasses.replace(  # flax's state.replace, which its typing lacks
         state,
         step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=batch_stats,
-        opt_state=opt_state,
+        params=keep_if_not_finite(optax.apply_updates(state.params, updates), state.params),
+        batch_stats=keep_if_not_finite(batch_stats, state.batch_stats),
+        opt_state=keep_if_not_finite(opt_state, state.opt_state),
     )
     # Global-batch means (equal shards); clu averages them over the steps between logs.
     step_metrics = TrainMetrics.single_from_model_output(
-        loss=lax.pmean(loss.mean(), DATA_AXIS),
+        loss=mean_loss,
         accuracy=lax.pmean(shape_accuracy(logits, labels), DATA_AXIS),
+        nonfinite=1.0 - finite.astype(jnp.float32),
     )
     return new_state, step_metrics
 
@@ -731,6 +769,32 @@ def log_wandb(run: Any | None, step: int, values: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+class StopRequest:
+    """While entered, SIGTERM (what Kubernetes and spot machines send before killing) and
+    SIGINT (Ctrl-C) only set `requested` (the signal's name): the loop saves a checkpoint at the
+    step it is on and returns, and rerunning resumes there. The previous handlers come back on
+    exit. Only the main thread can take signals; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.requested = ""
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains (resuming from WORKDIR's latest checkpoint), then evaluates the best on test."""
     check_config(config)
@@ -790,12 +854,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     train_metrics = None
     step = start_step
+    # Each step's non-finite flag stays on the device until the next log (no sync per step).
+    pending_nonfinite: list[tuple[int, jax.Array]] = []
+    nonfinite_streak: list[int] = []  # the steps of the current run of non-finite steps
+    stop = StopRequest()
     logging.info("Training steps %d..%d on %d devices.", start_step, config.total_steps, num_devices)
-    with metric_writers.ensure_flushes(writer), stream:
+    with metric_writers.ensure_flushes(writer), stream, stop:
         while step < config.total_steps and not progress["stopped_early"]:
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, step_metrics = p_train_step(state, *next(batches))
             step += 1
+            pending_nonfinite.append((step - 1, step_metrics.nonfinite.total))
             train_metrics = (
                 step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
             )
@@ -803,7 +872,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 hook(step)
 
             last = step == config.total_steps
-            if step % config.log_every_steps == 0 or last:
+            log_now = step % config.log_every_steps == 0 or last
+            if log_now or len(pending_nonfinite) >= config.max_nonfinite_steps:
+                for bad_step, flag in pending_nonfinite:
+                    nonfinite_streak = [*nonfinite_streak, bad_step] if float(flag) else []
+                pending_nonfinite = []
+                if len(nonfinite_streak) >= config.max_nonfinite_steps:
+                    manager.wait_until_finished()
+                    raise NonFiniteError(nonfinite_message(
+                        config, nonfinite_streak[0], nonfinite_streak[-1]))
+            if stop.requested:
+                save_checkpoint(manager, state, progress, None)
+                manager.wait_until_finished()
+                logging.warning("%s at step %d: checkpoint saved in %s; rerun the same command "
+                                "to resume.", stop.requested, step, manager.directory)
+                writer.flush()
+                manager.close()
+                return state
+            if log_now:
                 summary = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
                 summary["learning_rate"] = float(learning_rate_fn(step - 1))
                 writer.write_scalars(step, summary)

@@ -61,6 +61,38 @@ def test_a_few_steps_on_one_device_write_checkpoints_metrics_and_report(tmp_path
     assert train.read_temperature(str(tmp_path), 999) == 1.0  # never calibrated: raw logits
 
 
+def test_a_step_with_a_non_finite_loss_is_skipped_and_a_run_of_them_stops_training(tmp_path):
+    # No warmup: the skipped step leaves the optimizer's count (and so the schedule) at 0.
+    config = load_config("quick", {**TINY, "warmup_steps": 0})
+    training = train.create_training(config)
+    batch = {"image": np.full((8, 16, 16, 3), 100, np.float32),
+             "label": np.arange(8, dtype=np.int32) % 10}
+    poisoned = {**batch, "image": batch["image"].copy()}
+    poisoned["image"][0, 0, 0, 0] = np.nan
+    (sharded,) = train.global_batches(iter([poisoned]), training.mesh)
+    before = jax.device_get(training.state.params)
+    state, metrics = training.train_step(training.state, sharded)
+    assert int(state.step) == 1 and float(metrics.compute()["nonfinite"]) == 1.0
+    _assert_trees_equal(jax.device_get(state.params), before)  # no update
+    (good,) = train.global_batches(iter([batch]), training.mesh)
+    state, metrics = training.train_step(state, good)
+    assert float(metrics.compute()["nonfinite"]) == 0.0
+    assert not all(np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(before), strict=True))
+
+    message = train.nonfinite_message(config, 40, 44)
+    assert "steps 40..44" in message and "start_step=step" in message and "seed=0" in message
+
+    # A diverged run (a learning rate of 1e30 overflows the logits) stops with that message.
+    values = {**TINY, "learning_rate": 1e30, "warmup_steps": 0, "total_steps": 40,
+              "max_nonfinite_steps": 3, "eval_every_steps": 40, "checkpoint_every_steps": 40}
+    result = run(main_command("quick", tmp_path / "diverged", values))
+    assert result.returncode != 0
+    assert "geojax.main: the loss or gradients were not finite for 3 steps in a row" in (
+        result.stderr)
+    assert "Traceback" not in result.stderr
+
+
 def test_shape_free_images_train_toward_uniform_and_are_left_out_of_accuracy():
     import jax.numpy as jnp
 
@@ -147,6 +179,29 @@ def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_path)
     assert resumed["step"] == uninterrupted["step"] == values["total_steps"]
     _assert_trees_equal(resumed["params"], uninterrupted["params"])
     _assert_trees_equal(resumed["batch_stats"], uninterrupted["batch_stats"])
+
+    # SIGTERM (preemption) saves the step it is on and exits cleanly; the rerun resumes there.
+    stopped = tmp_path / "stopped"
+    process = subprocess.Popen(main_command("quick", stopped, values), cwd=REPO,
+                               env=python_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    checkpoints = stopped / "checkpoints"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "SIGTERM at step" in stderr and "checkpoint saved" in stderr
+    saved_at = int(stderr.split("SIGTERM at step ")[1].split(":")[0])
+    assert saved_at < values["total_steps"], "the run ended before SIGTERM reached it"
+    assert saved_at in {int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()}
+    result = run(main_command("quick", stopped, values))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resumed from step {saved_at}" in result.stderr
+    _assert_trees_equal(_params(stopped)["params"], uninterrupted["params"])
 
 
 @pytest.mark.parametrize(
