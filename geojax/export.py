@@ -48,6 +48,18 @@ PIXELS_SIGNATURE = "predict_pixels"
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 
+def versions_on_disk(base_path: str | os.PathLike) -> dict[int, Path]:
+    """The numbered version directories of a model base path, by version. Only ASCII digits
+    name a version ('2', not '²' or '.tmp-2'), as TF Serving reads them; anything else there
+    is ignored."""
+    try:
+        children = list(Path(base_path).iterdir())
+    except OSError:
+        return {}
+    return {int(c.name): c for c in children
+            if c.name.isascii() and c.name.isdigit() and c.is_dir()}
+
+
 class ExportError(RuntimeError):
     """The export could not produce a correct SavedModel; nothing was registered."""
 

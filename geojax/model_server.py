@@ -108,12 +108,13 @@ from typing import Any
 
 import numpy as np
 
+from geojax.export import WARMUP_FILE, versions_on_disk
+
 log = logging.getLogger("geojax.model_server")
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHODS = ("tensorflow/serving/predict", "tensorflow/serving/classify",
                    "tensorflow/serving/regress")
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000
 GRPC_MAX_MESSAGE = 2**31 - 1
 
@@ -565,15 +566,6 @@ def run_warmup(servable: Servable, iterations: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # Versions on disk and the version policy
 # ---------------------------------------------------------------------------------------------
-
-
-def versions_on_disk(base_path: Path) -> dict[int, Path]:
-    """Numbered version directories under a model base path (others, e.g. '.tmp-2', ignored)."""
-    try:
-        children = list(base_path.iterdir())
-    except OSError:
-        return {}
-    return {int(c.name): c for c in children if c.name.isdigit() and c.is_dir()}
 
 
 def aspired_versions(model_config: Any, on_disk: Iterable[int]) -> set[int]:

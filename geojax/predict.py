@@ -30,7 +30,7 @@ import numpy as np
 from geojax import CLASSES, SHAPE_THRESHOLD
 from geojax.data.images import ImageError, encode_png, load_image, resize_to
 from geojax.detect import METHODS, DetectionResult, detect, draw_detections
-from geojax.export import PIXELS_SIGNATURE
+from geojax.export import PIXELS_SIGNATURE, versions_on_disk
 
 SAVED_MODEL_FILE = "saved_model.pb"
 
@@ -50,9 +50,9 @@ def find_saved_model(path: str | os.PathLike) -> Path | None:
     if not path.is_dir():
         raise ModelError(f"{path}: not a directory; expected a training workdir, a SavedModel "
                          "directory or a model base path of numbered versions")
-    versions = [d for d in path.iterdir()
-                if d.name.isdigit() and (d / SAVED_MODEL_FILE).is_file()]
-    return max(versions, key=lambda d: int(d.name)) if versions else None
+    versions = {v: d for v, d in versions_on_disk(path).items()
+                if (d / SAVED_MODEL_FILE).is_file()}
+    return versions[max(versions)] if versions else None
 
 
 def _size_buckets(n: int, batch_size: int) -> list[tuple[int, int, int]]:

@@ -42,6 +42,7 @@ import argparse
 import base64
 import binascii
 import dataclasses
+import hmac
 import json
 import os
 import threading
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -74,6 +75,13 @@ from geojax.serving_client import ModelServerClient, ModelServerError
 
 OPEN_PATHS = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
 MODEL_VIEW_TTL_S = 2.0
+
+
+def key_matches(key: str, keys: tuple[str, ...]) -> bool:
+    """Whether `key` is one of `keys`, in time that does not depend on where they differ (every
+    key is compared in full, so timing reveals neither a key's prefix nor which key matched)."""
+    given = key.encode()
+    return any([hmac.compare_digest(given, k.encode()) for k in keys])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,9 +126,15 @@ class ProxySettings:
         key_file = environ.get("GEOJAX_API_KEYS_FILE")
         if key_file:
             try:
-                keys += [k.strip() for k in Path(key_file).read_text().splitlines() if k.strip()]
+                from_file = [k.strip() for k in Path(key_file).read_text().splitlines()
+                             if k.strip()]
             except OSError as err:
                 raise ValueError(f"GEOJAX_API_KEYS_FILE={key_file!r}: {err.strerror}") from err
+            if not from_file:
+                # An empty file would silently turn authentication off.
+                raise ValueError(f"GEOJAX_API_KEYS_FILE={key_file!r} holds no keys (one per "
+                                 "line); unset it to run without authentication")
+            keys += from_file
         values["api_keys"] = tuple(keys)
         return cls(**values)
 
@@ -357,14 +371,17 @@ def create_app(settings: ProxySettings | None = None,
                               "TF Serving.")
     app.state.proxy = proxy
 
-    def require_key(request: Request) -> None:
-        if not settings.api_keys or request.url.path in OPEN_PATHS:
-            return
-        key = request.headers.get("x-api-key") or request.headers.get(
-            "authorization", "").removeprefix("Bearer ").strip()
-        if key not in settings.api_keys:
-            raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key "
-                                     "header")
+    # Checked as middleware, before the route reads (and parses) an upload; counted by
+    # count_requests below, which wraps it.
+    @app.middleware("http")
+    async def require_key(request: Request, call_next: Callable) -> Response:
+        if settings.api_keys and request.url.path not in OPEN_PATHS:
+            key = request.headers.get("x-api-key") or request.headers.get(
+                "authorization", "").removeprefix("Bearer ").strip()
+            if not key_matches(key, settings.api_keys):
+                return JSONResponse({"detail": "missing or wrong API key: send it in the "
+                                               "X-API-Key header"}, status_code=401)
+        return await call_next(request)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable) -> Response:
@@ -376,7 +393,6 @@ def create_app(settings: ProxySettings | None = None,
         proxy.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
         return response
 
-    auth = [Depends(require_key)]
 
     @app.get("/health", tags=["status"])
     def health() -> dict[str, str]:
@@ -398,12 +414,12 @@ def create_app(settings: ProxySettings | None = None,
                                  "is not AVAILABLE on the model server"}, 503)
         return JSONResponse({"status": "ready", "model": proxy.model_json(view)})
 
-    @app.get("/classes", tags=["model"], dependencies=auth)
+    @app.get("/classes", tags=["model"])
     def classes() -> dict[str, list[str]]:
         """The class names, in label order."""
         return {"classes": list(CLASSES)}
 
-    @app.get("/model/info", tags=["model"], dependencies=auth)
+    @app.get("/model/info", tags=["model"])
     def model_info() -> dict[str, Any]:
         """Name, version, label, input size, classes and the registry's metrics."""
         view = proxy.model_view()
@@ -434,7 +450,7 @@ def create_app(settings: ProxySettings | None = None,
                 "timing_ms": {"model_server": server * 1000,
                               "total": (time.perf_counter() - start) * 1000}}
 
-    @app.post("/predict", tags=["predict"], dependencies=auth)
+    @app.post("/predict", tags=["predict"])
     async def predict(request: Request,
                       file: Annotated[UploadFile | None, File()] = None) -> dict[str, Any]:
         """Classify one image: class, confidence and every class's probability."""
@@ -450,7 +466,7 @@ def create_app(settings: ProxySettings | None = None,
                 "timing_ms": {"model_server": server * 1000,
                               "total": (time.perf_counter() - start) * 1000}}
 
-    @app.post("/predict/batch", tags=["predict"], dependencies=auth)
+    @app.post("/predict/batch", tags=["predict"])
     async def predict_batch(request: Request,
                             files: Annotated[list[UploadFile] | None, File()] = None
                             ) -> dict[str, Any]:
@@ -500,7 +516,7 @@ def create_app(settings: ProxySettings | None = None,
             "model": proxy.model_json(view), "timing_ms": timing,
         }
 
-    @app.post("/detect", tags=["detect"], dependencies=auth,
+    @app.post("/detect", tags=["detect"],
               responses={200: {"content": {"image/png": {}}}})
     async def detect(
         request: Request,
@@ -519,7 +535,7 @@ def create_app(settings: ProxySettings | None = None,
         return await run_in_threadpool(detect_sync, data, source, method, confidence, iou,
                                        annotate)
 
-    @app.get("/drift", tags=["monitoring"], dependencies=auth)
+    @app.get("/drift", tags=["monitoring"])
     def drift() -> dict[str, Any]:
         """PSI of the live window against the served version's reference, per feature."""
         report = proxy.update_drift_gauges()

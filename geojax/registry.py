@@ -57,6 +57,8 @@ from typing import Any, TypeGuard
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from geojax.export import versions_on_disk
+
 STAGES: tuple[str, ...] = ("development", "staging", "production")
 """TF Serving version labels, in promotion order; `register` gives a new version the first."""
 
@@ -672,13 +674,9 @@ class Registry:
         )
 
     def _version_dirs(self) -> list[tuple[int, Path, bool]]:
-        found = []
-        for archived, parent in ((False, self.base_path), (True, self.base_path / ARCHIVE_DIR)):
-            if parent.is_dir():
-                for path in parent.iterdir():
-                    if path.name.isdigit() and path.is_dir():
-                        found.append((int(path.name), path, archived))
-        return sorted(found)
+        return sorted((version, path, archived) for archived, parent in (
+            (False, self.base_path), (True, self.base_path / ARCHIVE_DIR))
+            for version, path in versions_on_disk(parent).items())
 
     def _versions_on_disk(self) -> list[int]:
         return [v for v, _, _ in self._version_dirs()]

@@ -660,10 +660,15 @@ def read_history(workdir: str) -> list[dict[str, Any]]:
         return []
     points: dict[tuple[int, str], dict[str, Any]] = {}
     with open(path) as f:
-        for line in f:
-            if line.strip():
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
                 point = json.loads(line)
                 points[(point["step"], point["split"])] = point
+            except (ValueError, KeyError, TypeError):
+                # A run killed mid-write leaves a truncated last line: skip what is unreadable.
+                logging.warning("%s line %d is not a logged point; skipped", path, number)
     return [points[k] for k in sorted(points)]
 
 

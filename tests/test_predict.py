@@ -51,11 +51,19 @@ def run_cli(capsys, *argv):
 
 
 def test_find_saved_model_takes_the_highest_version(tmp_path):
-    for version in ("1", "10", "9", "latest"):
+    for version in ("1", "10", "9", "latest", "\u00b2", "\u0663"):  # '²' and Arabic-Indic 3
         (tmp_path / version).mkdir()
         (tmp_path / version / "saved_model.pb").write_bytes(b"")
     (tmp_path / "11").mkdir()  # unfinished: no saved_model.pb
     assert find_saved_model(tmp_path) == tmp_path / "10"
+    # Only ASCII digits name a version, as TF Serving reads them; the registry and the local
+    # model server list versions through the same function.
+    from geojax.export import versions_on_disk
+    from geojax.registry import Registry
+
+    assert sorted(versions_on_disk(tmp_path)) == [1, 9, 10, 11]
+    registry = Registry(tmp_path, config_file=tmp_path / "models.config")
+    assert registry._versions_on_disk() == [1, 9, 10, 11]
     assert find_saved_model(tmp_path / "9") == tmp_path / "9"
     assert find_saved_model(tmp_path / "11") is None  # maybe a training workdir
     with pytest.raises(ModelError, match="no such file"):

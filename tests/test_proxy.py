@@ -313,6 +313,27 @@ def test_api_keys_guard_everything_but_probes_and_metrics(stack):
         image = io.BytesIO(encode_png(tiny_samples(1)[0]))
         assert client.post("/predict", files={"file": ("a.png", image)},
                            headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        # The key is checked before the upload is read: a wrong key is refused with 401 even
+        # when the body is not a valid upload at all, and the refusal is counted.
+        refused = client.post("/predict", content=b"\0" * 1000,
+                              headers={"X-API-Key": "s3cre", "content-type": "multipart/form-data"})
+        assert refused.status_code == 401
+        assert 'status="401"' in client.get("/metrics").text
+
+
+def test_key_comparison_and_key_files(tmp_path):
+    from geojax.proxy import ProxySettings, key_matches
+
+    assert key_matches("b", ("a", "b")) and not key_matches("", ("a",))
+    assert not key_matches("s3cre", ("s3cret",)) and not key_matches("s3crets", ("s3cret",))
+    empty = tmp_path / "keys"
+    empty.write_text("\n  \n")
+    with pytest.raises(ValueError, match="holds no keys"):
+        ProxySettings.from_env({"GEOJAX_API_KEYS_FILE": str(empty)})
+    with pytest.raises(ValueError, match="GEOJAX_API_KEYS_FILE"):
+        ProxySettings.from_env({"GEOJAX_API_KEYS_FILE": str(tmp_path / "missing")})
+    empty.write_text("k1\nk2\n")
+    assert ProxySettings.from_env({"GEOJAX_API_KEYS_FILE": str(empty)}).api_keys == ("k1", "k2")
 
 
 def test_settings_from_environment_name_bad_values():

@@ -299,3 +299,11 @@ def test_the_console_keeps_own_lines_metrics_progress_and_warnings_only():
     assert keep.filter(record(f"{site}clu{os.sep}platform{os.sep}local.py"))
     assert not keep.filter(record(f"{site}orbax{os.sep}checkpoint{os.sep}checkpoint_manager.py"))
     assert keep.filter(record(f"{site}orbax{os.sep}checkpoint{os.sep}x.py", logging.WARNING))
+
+
+def test_history_skips_a_line_cut_short_by_a_killed_run(tmp_path):
+    train.append_history(str(tmp_path), 1, "train", {"train_loss": 2.0})
+    train.append_history(str(tmp_path), 2, "train", {"train_loss": 1.5})
+    with open(tmp_path / train.HISTORY_FILENAME, "a") as f:
+        f.write('{"step": 3, "split": "tr')  # killed mid-write
+    assert [p["step"] for p in train.read_history(str(tmp_path))] == [1, 2]
