@@ -54,7 +54,9 @@ def get_config(model: str = "se_resnet") -> ml_collections.ConfigDict:
     config.wandb.entity = ""
     config.wandb.name = ""  # "": the workdir's name
 
-    config.profile = False
+    # "START:END": a jax.profiler trace of steps START..END-1 in WORKDIR/profile (TensorBoard's
+    # profile plugin reads it: tensorboard --logdir WORKDIR); "" for none.
+    config.profile_steps = ""
 
     # Multi-host: enabled (or JAX_COORDINATOR_ADDRESS in the environment) calls
     # jax.distributed.initialize; unset fields are auto-detected by JAX.

@@ -25,6 +25,10 @@ _VERBOSE = flags.DEFINE_bool(
     "JAX's backend probes); by default the console shows geojax's own lines, the metrics, the "
     "progress line and every warning. (TensorFlow's C++ start-up lines print before any "
     "setting can reach them.)")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Validate the config, build the model and compile the train step for the "
+    "configured devices without running it; print parameters, FLOPs per image and step and the "
+    "compiled step's memory per device, then exit (nothing is written to --workdir).")
 flags.mark_flags_as_required(["config", "workdir"])
 # INFO lines the console keeps without --verbose: geojax's own, clu's metric writer (the
 # metrics) and clu's progress report (steps/s, percent done, ETA).
@@ -76,6 +80,27 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     return args
 
 
+def format_dry_run(plan: dict) -> str:
+    """The dry run's report, one fact a line."""
+    gib = 2**30
+    memory = plan["memory_per_device_bytes"]
+    lines = [
+        f"model            {plan['model']} at {plan['input_size']} px, "
+        f"{plan['parameters']:,} parameters",
+        f"devices          {plan['devices']} (batch {plan['batch_size']}, "
+        f"{plan['batch_size'] // plan['devices']} per device)",
+        f"train step       {plan['flops_per_step_per_device'] / 1e9:,.1f} GFLOPs per device, "
+        f"{plan['flops_per_image'] / 1e9:,.3f} GFLOPs per image",
+    ]
+    if memory:
+        total = sum(memory[k] for k in ("arguments", "outputs", "temporaries"))
+        lines.append(f"memory           {total / gib:.2f} GiB per device (arguments "
+                     f"{memory['arguments'] / gib:.2f}, outputs {memory['outputs'] / gib:.2f}, "
+                     f"temporaries {memory['temporaries'] / gib:.2f})")
+    lines.append("compiled: the config runs (dry run, nothing trained or written)")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -87,6 +112,9 @@ def main(argv: Sequence[str]) -> None:
     workdir = _WORKDIR.value
     assert workdir is not None  # a required flag
     try:
+        if _DRY_RUN.value:
+            print(format_dry_run(train.dry_run(_CONFIG.value)))
+            return
         train.train_and_evaluate(_CONFIG.value, workdir)
     except (train.ConfigError, train.CheckpointError, train.NonFiniteError) as e:
         sys.exit(f"geojax.main: {e}")

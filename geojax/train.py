@@ -83,6 +83,19 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
+def profile_window(spec: str) -> tuple[int, int] | None:
+    """config.profile_steps "START:END" as (START, END), None for ""; anything else fails."""
+    if not spec:
+        return None
+    try:
+        start, end = (int(v) for v in spec.split(":"))
+    except ValueError:
+        raise ConfigError(f"profile_steps={spec!r}: expected 'START:END', e.g. '100:105'") from None
+    if not 0 <= start < end:
+        raise ConfigError(f"profile_steps={spec!r}: needs 0 <= START < END")
+    return start, end
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Fails before any work, naming the field, on values the trainer cannot use."""
     problems = []
@@ -94,6 +107,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                   "checkpoint_every_steps"):
         if config[field] < 1:
             problems.append(f"{field}={config[field]} must be >= 1")
+    try:
+        profile_window(config.profile_steps)
+    except ConfigError as err:
+        problems.append(str(err))
     if config.max_nonfinite_steps < 1:
         problems.append(f"max_nonfinite_steps={config.max_nonfinite_steps} must be >= 1")
     for field in ("warmup_steps", "weight_decay", "label_smoothing", "early_stopping_patience",
@@ -426,6 +443,49 @@ def create_training(
         make_batch=device_batch_maker(config) if on_device else None,
     )
     return Training(mesh, model, tx, learning_rate_fn, state, train_fn, predict_fn)
+
+
+def dry_run(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Everything before the first step, without running it: validates the config, builds the
+    model and compiles the train step for the configured devices. Returns the parameter count,
+    XLA's FLOPs per step and per image (a device's program over its share of the batch; with
+    data.source='device' drawing the batch is included) and the compiled step's memory per
+    device. Writes nothing."""
+    check_config(config)
+    pipeline.check_data_config(config.data)
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model = model_config(config)
+    training = create_training(config)
+    devices = training.mesh.devices.size
+    args: tuple = (training.state,)
+    if config.data.source != "device":
+        sharding = NamedSharding(training.mesh, P(DATA_AXIS))
+        size = int(config.data.img_size)
+        args += ({"image": jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jnp.uint8,
+                                                sharding=sharding),
+                  "label": jax.ShapeDtypeStruct((config.batch_size,), jnp.int32,
+                                                sharding=sharding)},)
+    compiled = training.train_step.lower(*args).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    flops = float((cost or {}).get("flops", 0.0))
+    memory = compiled.memory_analysis()
+    per_device = config.batch_size // devices
+    return {
+        "model": config.model.name,
+        "input_size": int(config.data.img_size),
+        "parameters": int(sum(x.size for x in jax.tree.leaves(training.state.params))),
+        "devices": devices,
+        "batch_size": int(config.batch_size),
+        "flops_per_step_per_device": flops,
+        "flops_per_image": flops / per_device,
+        "memory_per_device_bytes": {
+            "arguments": int(memory.argument_size_in_bytes),
+            "outputs": int(memory.output_size_in_bytes),
+            "temporaries": int(memory.temp_size_in_bytes),
+            "code": int(memory.generated_code_size_in_bytes),
+        } if memory is not None else {},
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -853,8 +913,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         num_train_steps=config.total_steps, writer=writer
     )
     hooks = [report_progress]
-    if config.profile and jax.process_index() == 0:
-        hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=workdir))
+    profile = profile_window(config.profile_steps)
     patience_steps = config.early_stopping_patience * config.eval_every_steps
 
     train_metrics = None
@@ -866,9 +925,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     logging.info("Training steps %d..%d on %d devices.", start_step, config.total_steps, num_devices)
     with metric_writers.ensure_flushes(writer), stream, stop:
         while step < config.total_steps and not progress["stopped_early"]:
+            if profile and step == profile[0] and jax.process_index() == 0:
+                jax.profiler.start_trace(os.path.join(workdir, "profile"))
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, step_metrics = p_train_step(state, *next(batches))
             step += 1
+            if profile and step == profile[1] and jax.process_index() == 0:
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+                logging.info("Profile of steps %d..%d written to %s", profile[0], step - 1,
+                             os.path.join(workdir, "profile"))
             pending_nonfinite.append((step - 1, step_metrics.nonfinite.total))
             train_metrics = (
                 step_metrics if train_metrics is None else train_metrics.merge(step_metrics)

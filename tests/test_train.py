@@ -307,3 +307,29 @@ def test_history_skips_a_line_cut_short_by_a_killed_run(tmp_path):
     with open(tmp_path / train.HISTORY_FILENAME, "a") as f:
         f.write('{"step": 3, "split": "tr')  # killed mid-write
     assert [p["step"] for p in train.read_history(str(tmp_path))] == [1, 2]
+
+
+def test_dry_run_compiles_for_the_devices_and_writes_nothing(tmp_path):
+    workdir = tmp_path / "never"
+    result = run([*main_command("quick", workdir, TINY), "--dry_run"], devices=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "devices          2 (batch 8, 4 per device)" in out
+    plan = train.dry_run(load_config("quick"))
+    assert f"{plan['parameters']:,} parameters" in out
+    assert plan["flops_per_image"] > 0 and plan["memory_per_device_bytes"]["temporaries"] > 0
+    assert "GFLOPs per image" in out and "GiB per device" in out
+    assert not workdir.exists()
+    bad = run([*main_command("quick", workdir, {**TINY, "profile_steps": "5-9"}), "--dry_run"])
+    assert bad.returncode != 0 and "profile_steps='5-9': expected 'START:END'" in bad.stderr
+    assert not workdir.exists()
+
+
+def test_profile_steps_write_a_trace_of_that_window(tmp_path):
+    assert train.profile_window("") is None and train.profile_window("2:4") == (2, 4)
+    with pytest.raises(train.ConfigError, match="START < END"):
+        train.profile_window("4:4")
+    train.train_and_evaluate(load_config("quick", {**TINY, "profile_steps": "1:3"}),
+                             str(tmp_path))
+    traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+    assert traces, sorted(str(p) for p in tmp_path.rglob("*"))
