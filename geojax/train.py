@@ -40,7 +40,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from geojax import CLASSES, NO_SHAPE, NUM_CLASSES, evaluate, models
+from geojax import CLASSES, NO_SHAPE, NUM_CLASSES, evaluate, models, throughput
 from geojax.data import pipeline
 
 DATA_AXIS = "data"
@@ -445,6 +445,12 @@ def create_training(
     return Training(mesh, model, tx, learning_rate_fn, state, train_fn, predict_fn)
 
 
+def _peak_flops(mesh: Mesh, dtype: str) -> float | None:
+    """The mesh's devices' peak FLOP/s together at the compute dtype (None: unknown device)."""
+    peak = throughput.peak_flops(mesh.devices.flat[0], dtype)
+    return peak * mesh.devices.size if peak else None
+
+
 def dry_run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Everything before the first step, without running it: validates the config, builds the
     model and compiles the train step for the configured devices. Returns the parameter count,
@@ -466,9 +472,7 @@ def dry_run(config: ml_collections.ConfigDict) -> dict[str, Any]:
                   "label": jax.ShapeDtypeStruct((config.batch_size,), jnp.int32,
                                                 sharding=sharding)},)
     compiled = training.train_step.lower(*args).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    flops = float((cost or {}).get("flops", 0.0))
+    flops = throughput.compiled_flops(compiled)
     memory = compiled.memory_analysis()
     per_device = config.batch_size // devices
     return {
@@ -924,12 +928,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     stop = StopRequest()
     logging.info("Training steps %d..%d on %d devices.", start_step, config.total_steps, num_devices)
     with metric_writers.ensure_flushes(writer), stream, stop:
+        # Compiled once, ahead of the loop: XLA's cost analysis gives the step's FLOPs.
+        first = next(batches)
+        batches = itertools.chain([first], batches)
+        compiled_step = p_train_step.lower(state, *first).compile()
+        speed = throughput.Throughput(
+            throughput.compiled_flops(compiled_step) * num_devices, config.batch_size,
+            _peak_flops(mesh, config.model.dtype))
         while step < config.total_steps and not progress["stopped_early"]:
             if profile and step == profile[0] and jax.process_index() == 0:
                 jax.profiler.start_trace(os.path.join(workdir, "profile"))
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, step_metrics = p_train_step(state, *next(batches))
+                state, step_metrics = compiled_step(state, *next(batches))
             step += 1
+            if step == start_step + 1:
+                jax.block_until_ready(state)
+                speed.start(step)
             if profile and step == profile[1] and jax.process_index() == 0:
                 jax.block_until_ready(state)
                 jax.profiler.stop_trace()
@@ -963,6 +977,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if log_now:
                 summary = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
                 summary["learning_rate"] = float(learning_rate_fn(step - 1))
+                summary.update(speed.measure(step))
                 writer.write_scalars(step, summary)
                 log_wandb(wandb_run, step, summary)
                 if jax.process_index() == 0:
@@ -987,6 +1002,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
             if step % config.checkpoint_every_steps == 0 or val_metrics is not None or last:
                 save_checkpoint(manager, state, progress, val_metrics)
+            if log_now:
+                speed.restart()  # the next interval's rates leave evaluation and saving out
             if progress["stopped_early"]:
                 logging.info(
                     "Early stop at step %d: validation accuracy has not improved on %.4f "
@@ -994,6 +1011,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     step, progress["best_accuracy"], progress["best_step"], patience_steps,
                 )
     manager.wait_until_finished()
+    rates = speed.summary()
+    if rates:
+        writer.write_scalars(step, {f"run_{k}": v for k, v in rates.items()})
+        if wandb_run is not None:
+            wandb_run.summary.update({f"run_{k}": v for k, v in rates.items()})
+        logging.info("Throughput over the run: %s", ", ".join(
+            f"{k} {v:.4g}" for k, v in rates.items()))
 
     best_step = manager.best_step()
     if best_step is not None and best_step != int(state.step):

@@ -43,6 +43,13 @@ def test_a_few_steps_on_one_device_write_checkpoints_metrics_and_report(tmp_path
     history = train.read_history(str(tmp_path))
     assert [p["step"] for p in history if p["split"] == "train"] == [1, 2, 3]
     assert all(np.isfinite(p["train_loss"]) for p in history if p["split"] == "train")
+    # Throughput from the second step on (the first compiles): images/s, step time, XLA's
+    # FLOPs of the compiled step over time, and MFU against this CPU's matmul probe.
+    speed = [p for p in history if p["split"] == "train" and "images_per_sec" in p]
+    assert [p["step"] for p in speed] == [2, 3]
+    for p in speed:
+        assert p["images_per_sec"] == pytest.approx(TINY["batch_size"] * 1000 / p["step_ms"])
+        assert p["tflops_per_sec"] > 0 and p["mfu"] > 0
     assert [p["step"] for p in history if p["split"] == "val"] == [2, 3]
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [1, 2, 3]
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
