@@ -41,23 +41,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from geojax import SHAPE_THRESHOLD
+from geojax.artefact import PIXELS_SIGNATURE, SERVING_SIGNATURE, WARMUP_FILE
 
 PARITY_TOLERANCE = 1e-4
 PARITY_BATCH = 32
-PIXELS_SIGNATURE = "predict_pixels"
-WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
-
-
-def versions_on_disk(base_path: str | os.PathLike) -> dict[int, Path]:
-    """The numbered version directories of a model base path, by version. Only ASCII digits
-    name a version ('2', not '²' or '.tmp-2'), as TF Serving reads them; anything else there
-    is ignored."""
-    try:
-        children = list(Path(base_path).iterdir())
-    except OSError:
-        return {}
-    return {int(c.name): c for c in children
-            if c.name.isascii() and c.name.isdigit() and c.is_dir()}
 
 
 class ExportError(RuntimeError):
@@ -157,7 +144,7 @@ def export_saved_model(
     try:
         tf.saved_model.save(
             module, str(directory),
-            signatures={"serving_default": serving_default.get_concrete_function(),
+            signatures={SERVING_SIGNATURE: serving_default.get_concrete_function(),
                         PIXELS_SIGNATURE: predict_pixels.get_concrete_function()},
             options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
         )
@@ -298,7 +285,7 @@ def export_workdir(
                              "passed": True},
             "input_size": int(config.data.img_size),
             "classes": list(CLASSES),
-            "signatures": ["serving_default", PIXELS_SIGNATURE],
+            "signatures": [SERVING_SIGNATURE, PIXELS_SIGNATURE],
             "reference_profile": drift.profile(
                 probabilities, [drift.image_statistics(im) for im in val["image"]]),
             "export_seconds": round(time.perf_counter() - started, 1),

@@ -28,11 +28,9 @@ from typing import Any
 import numpy as np
 
 from geojax import CLASSES, SHAPE_THRESHOLD
+from geojax.artefact import PIXELS_SIGNATURE, SAVED_MODEL_FILE, versions_on_disk
 from geojax.data.images import ImageError, encode_png, load_image, resize_to
 from geojax.detect import METHODS, DetectionResult, detect, draw_detections
-from geojax.export import PIXELS_SIGNATURE, versions_on_disk
-
-SAVED_MODEL_FILE = "saved_model.pb"
 
 
 class ModelError(RuntimeError):

@@ -25,7 +25,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-PIXELS_SIGNATURE = "predict_pixels"
+from geojax.artefact import PIXELS_SIGNATURE
+
 ENCODED_SIGNATURE = "serving_default"
 PROTOCOLS = ("grpc", "rest")
 
