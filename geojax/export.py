@@ -125,7 +125,8 @@ def export_saved_model(
     def predict_pixels(images):
         return outputs(images)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "images")])
+    @tf.function(autograph=False,
+                 input_signature=[tf.TensorSpec([None], tf.string, "images")])
     def serving_default(images):
         pixels = tf.map_fn(lambda b: decode_for_model(tf, b, size), images,
                            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))

@@ -86,7 +86,7 @@ def test_assets_and_warmup_requests(exported):
     directory, *_ = exported
     assert (directory / "assets/labels.txt").read_text().split() == list(CLASSES)
     info = json.loads((directory / "assets/model.json").read_text())
-    assert info == {"input_size": SIZE, "classes": list(CLASSES)}
+    assert info == {"input_size": SIZE, "classes": list(CLASSES), "shape_threshold": 0.5}
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
             for r in tf.data.TFRecordDataset(str(directory / WARMUP_FILE))]
     signatures = [log.predict_log.request.model_spec.signature_name for log in logs]

@@ -75,13 +75,15 @@ def test_the_export_serves_the_calibrated_model_and_says_when_no_shape_was_found
     assert served.temperature == 4.0
     pixels = np.random.default_rng(0).random((5, 16, 16, 3), dtype=np.float32)
     raw_logits = np.asarray(jax.jit(raw.apply_fn)(raw.variables, pixels))
+    # The training fitted its own temperature; the served logits are the network's over 4.
+    network_logits = raw_logits * raw.temperature
     np.testing.assert_allclose(np.asarray(served.apply_fn(served.variables, pixels)),
-                               raw_logits / 4.0, rtol=1e-5, atol=1e-6)
+                               network_logits / 4.0, rtol=1e-5, atol=1e-6)
     base = tmp_path / "geojax"
     version = export_workdir(str(calibrated), str(base), str(tmp_path / "models.config"))
     assert json.loads((base / str(version) / "metadata.json").read_text())["temperature"] == 4.0
     probabilities = saved_model_probabilities(base / str(version), pixels)
-    expected = np.exp(raw_logits / 4.0 - (raw_logits / 4.0).max(-1, keepdims=True))
+    expected = np.exp(network_logits / 4.0 - (network_logits / 4.0).max(-1, keepdims=True))
     np.testing.assert_allclose(probabilities, expected / expected.sum(-1, keepdims=True),
                                atol=1e-5)
 

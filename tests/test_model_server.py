@@ -201,7 +201,8 @@ def test_grpc_predict_both_signatures_equal_the_saved_model(stubs, reference):
     assert response.model_spec.name == MODEL
     assert response.model_spec.version.value == 1
     assert response.model_spec.signature_name == "serving_default"
-    assert set(got) == {"probabilities", "classes", "class_names", "logits"}
+    assert set(got) == {"probabilities", "classes", "class_names", "logits",
+        "shape_found"}
     np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-6)
     np.testing.assert_array_equal(got["classes"], want["classes"])
     assert list(got["class_names"]) == list(want["class_names"])
@@ -231,7 +232,8 @@ def test_grpc_metadata_and_status(stubs):
     for name in ("serving_default", "predict_pixels"):
         signature = signatures.signature_def[name]
         assert list(signature.inputs) == ["images"]
-        assert set(signature.outputs) == {"probabilities", "classes", "class_names", "logits"}
+        assert set(signature.outputs) == {"probabilities", "classes", "class_names", "logits",
+        "shape_found"}
         assert signature.method_name == "tensorflow/serving/predict"
     assert [d.size for d in signatures.signature_def["predict_pixels"].inputs[
         "images"].tensor_shape.dim] == [-1, SIZE, SIZE, 3]
@@ -312,7 +314,8 @@ def test_rest_status_and_metadata(server):
         "-1", str(SIZE), str(SIZE), "3"]
     assert signatures["serving_default"]["inputs"]["images"]["dtype"] == "DT_STRING"
     assert set(signatures["serving_default"]["outputs"]) == {
-        "probabilities", "classes", "class_names", "logits"}
+        "probabilities", "classes", "class_names", "logits",
+        "shape_found"}
     assert httpx.get(f"{rest}/v1/models/{MODEL}/versions/1/metadata").status_code == 200
 
 
@@ -324,7 +327,8 @@ def test_rest_predict_rows_columns_and_b64(server, reference):
     assert rows.status_code == 200
     predictions = rows.json()["predictions"]
     assert len(predictions) == len(b64)
-    assert set(predictions[0]) == {"probabilities", "classes", "class_names", "logits"}
+    assert set(predictions[0]) == {"probabilities", "classes", "class_names", "logits",
+        "shape_found"}
     np.testing.assert_allclose([p["probabilities"] for p in predictions], want["probabilities"],
                                atol=1e-6)
     assert [p["class_names"] for p in predictions] == [n.decode() for n in want["class_names"]]

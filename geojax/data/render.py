@@ -171,9 +171,10 @@ def _near_color(rng: np.random.Generator, color: tuple[int, int, int]) -> tuple[
 
 
 def sample_shape_style(
-    rng: np.random.Generator, background: ImageStyle, radius: float
+    rng: np.random.Generator, background: ImageStyle, radius: float, sketch: bool = True
 ) -> ShapeStyle:
-    """Fill/stroke choice and colours that stand out from the background."""
+    """Fill/stroke choice and colours that stand out from the background; with `sketch`, some
+    outlines dashed and some fills hatched (DASHED_P, HATCHED_P)."""
     r, g, b = (int(c) for c in np.mean(background.colors, axis=0))
     base = (r, g, b)
     if background.colors[0] == background.colors[1] and _luma(base) > 0.85 and rng.random() < 0.5:
@@ -186,19 +187,20 @@ def sample_shape_style(
     max_width = max(1.5, radius * 0.12)
     width = float(rng.uniform(1.0, max_width))
     jitter = float(rng.uniform(0.005, 0.03)) if rng.random() < 0.25 else 0.0
-    sketch = rng.random(7)
+    draws = rng.random(7)
+    sketched = sketch and draws[0] < HATCHED_P
     if mode == "filled":
-        if sketch[0] < HATCHED_P:
-            spacing = max(MIN_HATCH_SPACING, _between(sketch[1], *HATCH_SPACING) * radius)
+        if sketched:
+            spacing = max(MIN_HATCH_SPACING, _between(draws[1], *HATCH_SPACING) * radius)
             return ShapeStyle(fill=ink, stroke=ink, stroke_width=width, jitter=jitter,
-                              hatch_spacing=spacing, hatch_angle=math.pi * sketch[2],
-                              hatch_duty=_between(sketch[3], *HATCH_DUTY))
+                              hatch_spacing=spacing, hatch_angle=math.pi * draws[2],
+                              hatch_duty=_between(draws[3], *HATCH_DUTY))
         return ShapeStyle(fill=ink, stroke=None, jitter=jitter)
     if mode == "outline":
-        dashes = int(_between(sketch[4], *DASHES)) if sketch[0] < DASHED_P else 0
+        dashes = int(_between(draws[4], *DASHES)) if sketch and draws[0] < DASHED_P else 0
         return ShapeStyle(fill=None, stroke=ink, stroke_width=width, jitter=jitter,
-                          dashes=dashes, dash_duty=_between(sketch[5], *DASH_DUTY),
-                          dash_phase=float(sketch[6]))
+                          dashes=dashes, dash_duty=_between(draws[5], *DASH_DUTY),
+                          dash_phase=float(draws[6]))
     return ShapeStyle(fill=ink, stroke=contrasting_color(rng, ink, 0.2), stroke_width=width,
                       jitter=jitter)
 

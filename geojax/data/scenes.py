@@ -76,7 +76,10 @@ def compose_scene(
                 break
         else:
             break
-        mask = draw_shape(canvas, params, sample_shape_style(rng, style, params.radius), rng)
+        # Solid strokes and fills only: a dashed outline or hatched fill is many contours to
+        # the contour proposals (classifying such crops is the training renderer's job).
+        shape_style = sample_shape_style(rng, style, params.radius, sketch=False)
+        mask = draw_shape(canvas, params, shape_style, rng)
         placed.append(extent)
         boxes.append(np.asarray(mask_bbox(mask)))
         labels.append(params.label)
