@@ -157,6 +157,21 @@ def _python() -> list[str]:
     return [sys.executable]
 
 
+def _start_until_first_checkpoint(workdir, values) -> subprocess.Popen:
+    """A quick training run in a subprocess (stderr piped), returned once it has written its
+    first checkpoint (or ended, or 180 s passed)."""
+    process = subprocess.Popen(main_command("quick", workdir, values), cwd=REPO,
+                               env=python_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    checkpoints = workdir / "checkpoints"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
+            break
+        time.sleep(0.02)
+    return process
+
+
 def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_path):
     values = {**TINY, "total_steps": 24, "eval_every_steps": 12, "checkpoint_every_steps": 3}
     reference = tmp_path / "reference"
@@ -164,15 +179,8 @@ def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(main_command("quick", killed, values), cwd=REPO,
-                               env=python_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = _start_until_first_checkpoint(killed, values)
     checkpoints = killed / "checkpoints"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
-            break
-        time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     interrupted_at = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
@@ -189,15 +197,8 @@ def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_path)
 
     # SIGTERM (preemption) saves the step it is on and exits cleanly; the rerun resumes there.
     stopped = tmp_path / "stopped"
-    process = subprocess.Popen(main_command("quick", stopped, values), cwd=REPO,
-                               env=python_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = _start_until_first_checkpoint(stopped, values)
     checkpoints = stopped / "checkpoints"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
-            break
-        time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr[-3000:]
