@@ -394,7 +394,8 @@ def render_no_shape(rng: np.random.Generator, img_size: int, effects: bool = Tru
         draw_shape(canvas, params, style, rng)
     elif kind[0] < FRAGMENT_P + STRIPES_P:
         # Stripes: a hatched square far larger than the frame, centred on it.
-        params = dataclasses.replace(params, label=class_index("square"), radius=2.0 * img_size,
+        params = dataclasses.replace(params, label=class_index("square"), aspect=1.0,
+                                     radius=2.0 * img_size,
                                      center=((img_size - 1) / 2, (img_size - 1) / 2))
         draw_shape(canvas, params, stripes_style(style, u, img_size), rng)
     image = finish_image(canvas, image_style, rng)
