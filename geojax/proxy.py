@@ -44,6 +44,7 @@ import binascii
 import dataclasses
 import hmac
 import json
+import logging
 import os
 import threading
 import time
@@ -73,6 +74,7 @@ from geojax.drift import PSI_DRIFT_THRESHOLD, DriftMonitor, image_statistics
 from geojax.predict import prediction_json
 from geojax.serving_client import ModelServerClient, ModelServerError
 
+log = logging.getLogger("geojax.proxy")
 OPEN_PATHS = {"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
 MODEL_VIEW_TTL_S = 2.0
 
@@ -250,7 +252,8 @@ class Proxy:
             result = fn(*args)
         except ModelServerError as err:
             self.metrics.server_up.set(0)
-            raise HTTPException(503, str(err)) from err
+            log.warning("model server call failed: %s", err)  # with its address, for operators
+            raise HTTPException(503, f"{err.reason}; retry later") from err
         self.metrics.server_up.set(1)
         return result
 
@@ -386,12 +389,16 @@ def create_app(settings: ProxySettings | None = None,
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable) -> Response:
         start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        proxy.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        proxy.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        return response
+        status = "500"  # an exception the app did not handle becomes a 500: count it as one
+        try:
+            response = await call_next(request)
+            status = str(response.status_code)
+            return response
+        finally:
+            route = request.scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            proxy.metrics.requests.labels(endpoint, status).inc()
+            proxy.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
 
     @app.get("/health", tags=["status"])

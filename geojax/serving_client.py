@@ -32,11 +32,14 @@ PROTOCOLS = ("grpc", "rest")
 
 
 class ModelServerError(RuntimeError):
-    """The model server could not answer: `unavailable` says whether retrying later may help."""
+    """The model server could not answer: `unavailable` says whether retrying later may help.
+    The message names the server (for logs); `reason` says what went wrong without naming it
+    (for clients: host and port are not theirs to know)."""
 
-    def __init__(self, message: str, unavailable: bool = True):
+    def __init__(self, message: str, unavailable: bool = True, reason: str = ""):
         super().__init__(message)
         self.unavailable = unavailable
+        self.reason = reason or "the model server could not answer"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,24 +127,26 @@ class ModelServerClient:
     def _grpc_error(self, err: grpc.RpcError) -> ModelServerError:
         code = err.code()
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return ModelServerError(f"the model server did not answer within "
-                                    f"{self.timeout_s:g} s: down or overloaded ({self.target})")
+            late = f"the model server did not answer within {self.timeout_s:g} s"
+            return ModelServerError(f"{late}: down or overloaded ({self.target})",
+                                    reason=f"{late}: down or overloaded")
         if code == grpc.StatusCode.UNAVAILABLE:
             return ModelServerError(f"the model server is unreachable ({self.target}): "
-                                    f"{err.details()}")
+                                    f"{err.details()}", reason="the model server is unreachable")
         return ModelServerError(f"the model server refused the request for {self.target}: "
                                 f"{code.name}: {err.details()}",
-                                unavailable=code == grpc.StatusCode.NOT_FOUND)
+                                unavailable=code == grpc.StatusCode.NOT_FOUND,
+                                reason=f"the model server refused the request: {code.name}")
 
     def _rest(self, method: str, url: str, body: dict | None = None) -> dict:
         try:
             response = self._http.request(method, url, json=body)
         except httpx.TimeoutException as err:
-            raise ModelServerError(f"the model server did not answer within "
-                                   f"{self.timeout_s:g} s ({self.target})") from err
+            late = f"the model server did not answer within {self.timeout_s:g} s"
+            raise ModelServerError(f"{late} ({self.target})", reason=late) from err
         except httpx.TransportError as err:
             raise ModelServerError(f"the model server is unreachable ({self.target}): "
-                                   f"{err}") from err
+                                   f"{err}", reason="the model server is unreachable") from err
         try:
             payload = response.json()
         except json.JSONDecodeError:
@@ -150,7 +155,8 @@ class ModelServerClient:
             raise ModelServerError(
                 f"the model server refused the request for {self.target}: HTTP "
                 f"{response.status_code}: {payload.get('error', payload)}",
-                unavailable=response.status_code in (404, 503))
+                unavailable=response.status_code in (404, 503),
+                reason=f"the model server refused the request: HTTP {response.status_code}")
         return payload
 
     def predict_pixels(self, images: np.ndarray) -> Prediction:

@@ -284,6 +284,7 @@ def test_model_server_down_gives_503_then_recovers(stack, tiny_saved_model):
         started = time.monotonic()
         response = client.post("/predict", files=png_file(tiny_samples(1)[0]))
         assert response.status_code == 503 and "model server" in response.json()["detail"]
+        assert str(grpc_port) not in response.text  # the server's address is not the client's
         assert time.monotonic() - started < 10
         assert client.get("/ready").status_code == 503
         server = start_model_server(stack["root"] / "models.config", grpc_port, rest_port,
@@ -319,6 +320,22 @@ def test_api_keys_guard_everything_but_probes_and_metrics(stack):
                               headers={"X-API-Key": "s3cre", "content-type": "multipart/form-data"})
         assert refused.status_code == 401
         assert 'status="401"' in client.get("/metrics").text
+
+
+def test_an_unhandled_error_is_a_500_and_counted(stack, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from geojax.proxy import Proxy, ProxySettings, create_app
+
+    def broken(self, data, source):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Proxy, "decode", broken)
+    settings = ProxySettings(model_server=f"127.0.0.1:{stack['grpc']}")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.post("/predict", files=png_file(tiny_samples(1)[0]))
+        assert response.status_code == 500
+        assert 'endpoint="/predict",status="500"' in client.get("/metrics").text
 
 
 def test_key_comparison_and_key_files(tmp_path):
