@@ -132,7 +132,8 @@ def export_saved_model(
                            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
         return outputs(pixels)
 
-    assets = directory.parent / f".{directory.name}-assets"
+    # Named after the incoming directory, so the registry's gc clears it if the export dies.
+    assets = directory.parent / f"{directory.name}-assets"
     assets.mkdir(exist_ok=True)
     (assets / "labels.txt").write_text("\n".join(class_names) + "\n")
     (assets / "model.json").write_text(json.dumps(

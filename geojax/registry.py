@@ -202,6 +202,7 @@ def _write_atomically(path: Path, text: str) -> None:
     # NamedTemporaryFile is 0600; the server (often another user in a container) must read it.
     os.chmod(f.name, 0o644)
     os.replace(f.name, path)
+    _fsync_dir(path.parent)  # the rename itself survives a crash only once its directory is
 
 
 def _fsync_dir(path: Path) -> None:
@@ -218,11 +219,14 @@ def _files(root: Path) -> Iterator[Path]:
             yield Path(dirpath, name)
 
 
-def _sha256(path: Path) -> str:
+def _sync_and_hash(path: Path) -> str:
+    """The file's sha256, after forcing its contents to disk (a version is renamed into place
+    only once every file of it is durable)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
+        os.fsync(f.fileno())
     return digest.hexdigest()
 
 
@@ -300,8 +304,11 @@ class Registry:
                 "version": version,
                 "created": _now(),
                 "size_bytes": sum(p.stat().st_size for p in files),
-                "sha256": {p.relative_to(incoming).as_posix(): _sha256(p) for p in files},
+                "sha256": {p.relative_to(incoming).as_posix(): _sync_and_hash(p)
+                           for p in files},
             }
+            for directory in {p.parent for p in files}:
+                _fsync_dir(directory)
             try:
                 text = json.dumps(record, indent=2, sort_keys=True) + "\n"
             except TypeError as e:
@@ -444,8 +451,9 @@ class Registry:
         return list(self._read_state()["history"])
 
     def gc(self, max_age_seconds: float = STALE_INCOMING_SECONDS) -> list[Path]:
-        """Delete incoming directories untouched for `max_age_seconds` (left by exports that
-        died before `register`); returns what was deleted."""
+        """Delete incoming directories (and the exporter's assets folders beside them, named
+        after them) untouched for `max_age_seconds`, left by exports that died before
+        `register`; returns what was deleted."""
         self._check_base_path()
         with self._locked():
             return self._remove_stale_incoming(max_age_seconds)

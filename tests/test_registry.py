@@ -380,8 +380,13 @@ def test_an_interrupted_export_never_becomes_a_version(registry):
 def test_gc_removes_incoming_dirs_older_than_the_limit(registry):
     export(registry)
     left = registry.incoming_dir()
+    # An export killed while writing its assets leaves their folder beside the incoming one.
+    assets = left.parent / f"{left.name}-assets"
+    assets.mkdir()
+    (assets / "labels.txt").write_text("circle\n")
     assert registry.gc() == []
-    assert registry.gc(max_age_seconds=0) == [left] and not left.exists()
+    assert registry.gc(max_age_seconds=0) == sorted([left, assets])
+    assert not left.exists() and not assets.exists()
 
 
 # ---------------------------------------------------------------------------------------------
