@@ -35,6 +35,9 @@ def get_config(model: str = "se_resnet") -> ml_collections.ConfigDict:
     config.momentum = 0.9  # sgd only
     config.grad_clip_norm = 0.0  # 0: no clipping
     config.label_smoothing = 0.0
+    # > 0: keep an exponential moving average of the parameters and BatchNorm statistics
+    # (decay per step); evaluation, the best checkpoint, evaluate, predict and export use it.
+    config.ema_decay = 0.0
     # A step whose loss or gradients are not finite is skipped; this many in a row stop
     # training with a message naming the steps (their batches depend only on seed and step).
     config.max_nonfinite_steps = 5

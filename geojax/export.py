@@ -225,6 +225,7 @@ def serving_model(workdir: str, checkpoint: str = "best") -> ServingModel:
 
     config = train.read_config(workdir)
     state, _, _, step = train.load_for_inference(config, workdir, checkpoint)
+    state = state.for_inference()  # the EMA weights when the run kept them
     temperature = train.read_temperature(workdir, step)
     model_config = ml_collections.ConfigDict(config.model.to_dict())
     model_config.dtype = "float32"
@@ -281,6 +282,7 @@ def export_workdir(
             "git_commit": git_commit(),
             "metrics": json.loads(metrics_file.read_text()) if metrics_file.exists() else {},
             "temperature": temperature,  # the logits are divided by it (calibration)
+            "ema_decay": float(config.get("ema_decay", 0.0)),  # > 0: the EMA weights
             "shape_threshold": SHAPE_THRESHOLD,
             "parity": delta,  # max |probability| difference, SavedModel vs JAX
             "parity_check": {"batch": len(exported), "tolerance": PARITY_TOLERANCE,

@@ -111,6 +111,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         profile_window(config.profile_steps)
     except ConfigError as err:
         problems.append(str(err))
+    if not 0.0 <= config.ema_decay < 1.0:
+        problems.append(f"ema_decay={config.ema_decay} must be in [0, 1) (0: no EMA)")
     if config.max_nonfinite_steps < 1:
         problems.append(f"max_nonfinite_steps={config.max_nonfinite_steps} must be >= 1")
     for field in ("warmup_steps", "weight_decay", "label_smoothing", "early_stopping_patience",
@@ -231,6 +233,16 @@ class TrainState:
     batch_stats: Any
     opt_state: optax.OptState
     rng: jax.Array
+    # config.ema_decay > 0: the moving averages {'params', 'batch_stats'} that evaluation,
+    # the best checkpoint and every consumer use (`for_inference`); {} when off.
+    ema: Any = flax.struct.field(default_factory=dict)
+
+    def for_inference(self) -> "TrainState":
+        """This state with the EMA weights in place of the trained ones, when EMA is on."""
+        if not self.ema:
+            return self
+        return dataclasses.replace(self, params=self.ema["params"],
+                                   batch_stats=self.ema["batch_stats"])
 
 
 def create_train_state(
@@ -244,12 +256,16 @@ def create_train_state(
     init_rng, train_rng = jax.random.split(rng)
     variables = models.init_variables(model, model_config(config), init_rng)
     params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=batch_stats,
         opt_state=tx.init(params),
         rng=train_rng,
+        # A copy: the train step donates the state, and no buffer may be donated twice.
+        ema=(jax.tree.map(jnp.array, {"params": params, "batch_stats": batch_stats})
+             if config.get("ema_decay", 0.0) > 0 else {}),
     )
 
 
@@ -299,8 +315,10 @@ def train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
     label_smoothing: float,
+    ema_decay: float = 0.0,
 ) -> tuple[TrainState, TrainMetrics]:
-    """One optimizer step on this device's slice of the global batch."""
+    """One optimizer step on this device's slice of the global batch (and, with `ema_decay`,
+    one step of the parameters' and BatchNorm statistics' moving averages)."""
     # Dropout differs per device and per step, yet is fixed by (rng, step, device).
     dropout_rng = jax.random.fold_in(
         jax.random.fold_in(state.rng, state.step), lax.axis_index(DATA_AXIS)
@@ -334,12 +352,19 @@ def train_step(
     def keep_if_not_finite(new: Any, old: Any) -> Any:
         return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
 
+    new_params = keep_if_not_finite(optax.apply_updates(state.params, updates), state.params)
+    new_batch_stats = keep_if_not_finite(batch_stats, state.batch_stats)
+    ema = state.ema
+    if ema_decay > 0:
+        ema = jax.tree.map(lambda average, value: ema_decay * average + (1 - ema_decay) * value,
+                           ema, {"params": new_params, "batch_stats": new_batch_stats})
     new_state = dataclasses.replace(  # flax's state.replace, which its typing lacks
         state,
         step=state.step + 1,
-        params=keep_if_not_finite(optax.apply_updates(state.params, updates), state.params),
-        batch_stats=keep_if_not_finite(batch_stats, state.batch_stats),
+        params=new_params,
+        batch_stats=new_batch_stats,
         opt_state=keep_if_not_finite(opt_state, state.opt_state),
+        ema=ema,
     )
     # Global-batch means (equal shards); clu averages them over the steps between logs.
     step_metrics = TrainMetrics.single_from_model_output(
@@ -351,7 +376,8 @@ def train_step(
 
 
 def predict_step(state: TrainState, images: jax.Array, *, model: nn.Module) -> jax.Array:
-    """Float32 logits for this device's images."""
+    """Float32 logits for this device's images (from the EMA weights when EMA is on)."""
+    state = state.for_inference()
     # flax types apply()'s result as maybe (output, variables): that is only with `mutable`
     logits = cast(jax.Array, model.apply(
         {"params": state.params, "batch_stats": state.batch_stats},
@@ -383,6 +409,7 @@ def make_parallel_steps(
     tx: optax.GradientTransformation,
     label_smoothing: float,
     make_batch: Callable[[jax.Array], Any] | None = None,
+    ema_decay: float = 0.0,
 ) -> tuple[Callable, Callable]:
     """Jitted data-parallel train and predict steps: state replicated, batch split on 'data'.
 
@@ -390,11 +417,12 @@ def make_parallel_steps(
     then drawn on the devices from `state.step`: `device_data_train_step`). It donates the
     incoming state's buffers.
     """
-    step_fn = functools.partial(train_step, model=model, tx=tx, label_smoothing=label_smoothing)
+    step_fn = functools.partial(train_step, model=model, tx=tx, label_smoothing=label_smoothing,
+                                ema_decay=ema_decay)
     in_specs: tuple = (P(), P(DATA_AXIS))
     if make_batch is not None:
         step_fn = functools.partial(device_data_train_step, make_batch=make_batch, model=model,
-                                    tx=tx, label_smoothing=label_smoothing)
+                                    tx=tx, label_smoothing=label_smoothing, ema_decay=ema_decay)
         in_specs = (P(),)
     parallel_train = jax.shard_map(
         step_fn, mesh=mesh, in_specs=in_specs, out_specs=(P(), P())
@@ -441,6 +469,7 @@ def create_training(
     train_fn, predict_fn = make_parallel_steps(
         mesh, model, tx, config.label_smoothing,
         make_batch=device_batch_maker(config) if on_device else None,
+        ema_decay=float(config.get("ema_decay", 0.0)),
     )
     return Training(mesh, model, tx, learning_rate_fn, state, train_fn, predict_fn)
 
@@ -635,20 +664,27 @@ def restore_checkpoint(
 ) -> tuple[TrainState, dict[str, Any]]:
     """Restores `step` into arrays shaped and sharded like `state`; clear error if unreadable."""
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, flax.serialization.to_state_dict(state))
+
+    def restore(item: dict[str, Any]) -> Any:
+        return manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(item), progress=ocp.args.JsonRestore()))
+
     try:
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()
-            ),
-        )
+        try:
+            restored = restore(target)
+        except ValueError:
+            if state.ema:
+                raise
+            # A checkpoint from before EMA existed has no 'ema' entry at all.
+            restored = restore({k: v for k, v in target.items() if k != "ema"})
     except Exception as e:  # orbax raises many types; the user needs one message
         raise CheckpointError(
             f"Checkpoint {manager.directory}/{step} cannot be read ({type(e).__name__}: {e}). "
             "It is corrupt or from a different model/config: delete that step directory to "
             "resume from an earlier one, or use a fresh --workdir."
         ) from e
-    return flax.serialization.from_state_dict(state, restored["state"]), dict(restored["progress"])
+    fields = {"ema": {}, **restored["state"]}
+    return flax.serialization.from_state_dict(state, fields), dict(restored["progress"])
 
 
 def load_for_inference(
@@ -1038,6 +1074,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             class_names=CLASSES,
             history=read_history(workdir),
             extra={"checkpoint": best_path, "step": int(state.step), "temperature": temperature,
+                   "ema_decay": float(config.ema_decay),  # > 0: these are the EMA weights
                    "ece_uncalibrated": evaluate.expected_calibration_error(
                        evaluate.softmax(test_logits), test_labels)},
         )

@@ -341,3 +341,36 @@ def test_profile_steps_write_a_trace_of_that_window(tmp_path):
                              str(tmp_path))
     traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
     assert traces, sorted(str(p) for p in tmp_path.rglob("*"))
+
+
+def test_ema_averages_the_weights_and_is_what_evaluation_and_export_use(tmp_path):
+    config = load_config("quick", {**TINY, "ema_decay": 0.5, "warmup_steps": 0})
+    training = train.create_training(config)
+    stream = __import__("geojax.data", fromlist=["train_batches"]).train_batches(
+        config.data, config.batch_size, seed=0)
+    (batch,) = train.global_batches(iter([next(stream)]), training.mesh)
+    stream.close()
+    before = jax.device_get(training.state.params)
+    state, _ = training.train_step(training.state, batch)
+    after, ema = jax.device_get(state.params), jax.device_get(state.ema["params"])
+    for b, a, e in zip(jax.tree.leaves(before), jax.tree.leaves(after), jax.tree.leaves(ema),
+                       strict=True):
+        np.testing.assert_allclose(e, 0.5 * b + 0.5 * a, rtol=1e-6, atol=1e-7)
+    # Prediction (evaluation, the best checkpoint's choice, evaluate) runs the EMA weights.
+    images = np.asarray(batch["image"])
+    logits = train.predict(training.predict_step, state, images, training.mesh, 8)
+    ema_only = state.for_inference()
+    assert ema_only.params is state.ema["params"]
+    model = train.create_model(config)
+    expected = model.apply({"params": ema_only.params, "batch_stats": ema_only.batch_stats},
+                           images.astype(np.float32) / 255.0, train=False)
+    np.testing.assert_allclose(logits, np.asarray(expected), rtol=1e-4, atol=1e-5)
+    with pytest.raises(train.ConfigError, match="ema_decay=1.0 must be in"):
+        train.check_config(load_config("quick", {**TINY, "ema_decay": 1.0}))
+    # A run with EMA checkpoints it, resumes it and says so in its report.
+    values = {**TINY, "ema_decay": 0.9, "total_steps": 2}
+    train.train_and_evaluate(load_config("quick", values), str(tmp_path))
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["ema_decay"] == 0.9
+    restored, *_ = train.load_for_inference(load_config("quick", values), str(tmp_path))
+    assert set(restored.ema) == {"params", "batch_stats"}
