@@ -322,11 +322,16 @@ async def _one_image(request: Request, file: UploadFile | None) -> tuple[bytes, 
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for bodies over the limit, by Content-Length or while streaming."""
+    """ASGI middleware: 413 for bodies over the limit, however they are sent. A body is read
+    (at most `max_bytes` of it) before the app sees it, so a chunked upload without a
+    Content-Length is refused here too, not half-parsed into a 400 or 500 by the app; each
+    refusal is reported to `on_reject(path)` (the proxy counts it)."""
 
-    def __init__(self, app: Any, max_bytes: int):
+    def __init__(self, app: Any, max_bytes: int,
+                 on_reject: Callable[[str], None] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.on_reject = on_reject
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -335,33 +340,39 @@ class BodySizeLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(scope, send)
             return
-        received = 0
-
-        async def limited_receive() -> dict:
-            nonlocal received
+        chunks, received = [], 0
+        while True:
             message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                break
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise _TooLarge
-            return message
+                await self._reject(scope, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await self._reject(send)
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-    async def _reject(self, send: Callable) -> None:
+        await self.app(scope, replay, send)
+
+    async def _reject(self, scope: dict, send: Callable) -> None:
+        if self.on_reject is not None:
+            self.on_reject(scope.get("path", ""))
         body = json.dumps({"detail": f"request body over the limit of {self.max_bytes:,} "
                                      "bytes"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(settings: ProxySettings | None = None,
@@ -558,7 +569,14 @@ def create_app(settings: ProxySettings | None = None,
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["*"])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    paths = {getattr(route, "path", "") for route in app.routes}
+
+    def count_refusal(path: str) -> None:
+        # The limit answers before routing; known paths keep their label, others one label.
+        proxy.metrics.requests.labels(path if path in paths else "unmatched", "413").inc()
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes,
+                       on_reject=count_refusal)
     return app
 
 

@@ -233,6 +233,23 @@ def test_size_guards(stack):
     assert len(big) > MAX_UPLOAD
     response = client.post("/predict", files={"file": ("big.png", big)})
     assert response.status_code == 413 and "request body over the limit" in response.text
+    # Sent in chunks without a Content-Length, JSON and multipart alike: 413, and counted.
+    def chunked(payload: bytes):
+        for start in range(0, len(payload), 65536):
+            yield payload[start:start + 65536]
+
+    as_json = json.dumps({"image": base64.b64encode(big).decode()}).encode()
+    response = client.post("/predict", content=chunked(as_json),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "request body over the limit" in response.text
+    boundary = "geojaxboundary"
+    multipart = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                 f"filename=\"big.png\"\r\nContent-Type: image/png\r\n\r\n").encode() + big + (
+                     f"\r\n--{boundary}--\r\n").encode()
+    response = client.post("/predict", content=chunked(multipart), headers={
+        "content-type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 413
+    assert 'endpoint="/predict",status="413"' in client.get("/metrics").text
     assert client.post("/predict", json={"picture": "x"}).status_code == 422
     assert client.post("/predict", content=b"raw", headers={"content-type": "text/plain"}
                        ).status_code == 400
