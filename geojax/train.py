@@ -958,7 +958,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     train_metrics = None
     step = start_step
-    # Each step's non-finite flag stays on the device until the next log (no sync per step).
+    # Each step's non-finite flag stays on the device until the next log: reading it each
+    # step would make the host wait for every step (a stall per step on an accelerator). A
+    # run of max_nonfinite_steps skipped steps therefore stops training at the next log.
     pending_nonfinite: list[tuple[int, jax.Array]] = []
     nonfinite_streak: list[int] = []  # the steps of the current run of non-finite steps
     stop = StopRequest()
@@ -994,7 +996,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
             last = step == config.total_steps
             log_now = step % config.log_every_steps == 0 or last
-            if log_now or len(pending_nonfinite) >= config.max_nonfinite_steps:
+            if log_now:
                 for bad_step, flag in pending_nonfinite:
                     nonfinite_streak = [*nonfinite_streak, bad_step] if float(flag) else []
                 pending_nonfinite = []
