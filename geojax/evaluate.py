@@ -336,7 +336,7 @@ def evaluate_folder(
     """Evaluates WORKDIR's checkpoint on DATA_DIR's images; report JSON at OUTPUT, PNGs beside."""
     from geojax import CLASSES, SHAPE_THRESHOLD, train
     from geojax.data import load_folder
-    from geojax.data.dataset import read_sample
+    from geojax.data.dataset import IMAGE_SUFFIXES, read_sample
 
     config = train.read_config(workdir)
     size = int(config.data.img_size)
@@ -358,7 +358,7 @@ def evaluate_folder(
     }
     if no_shape_dir:
         files = sorted(p for p in Path(no_shape_dir).iterdir()
-                       if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+                       if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise FileNotFoundError(f"{no_shape_dir}: no images (--no_shape_dir)")
         blank = np.stack([read_sample(p, size) for p in files])
