@@ -50,6 +50,12 @@ the default config; a contour region's extent runs a few px past the shape's (th
 the threshold in the blur's tail). Tuned with the quick model on scene seeds 50000-50199 (F1 at
 IoU 0.5: 0.962 at 0.6, 0.978-0.981 from 0.72 to 0.84, 0.958 at 0.9); reported on other seeds."""
 
+DETECT_MAX_SIDE = 1024
+"""Detection runs on a copy whose longer side is at most this (px), boxes mapped back: the
+proposals' cost (float copies of the image, a background fit, filters) stays bounded whatever the
+upload's size or aspect ratio. Shapes under 5% of the shorter side are not proposed anyway, and
+every crop is shrunk to the model's input, so a larger image adds cost, not detections."""
+
 SAME_OBJECT_IOU = 0.7
 """Detections of different classes overlapping more than this frame one object: one is kept."""
 
@@ -443,6 +449,7 @@ def detect(
     fill: float = DEFAULT_FILL,
     proposal_params: dict[str, Any] | None = None,
     crops_per_call: int = 0,
+    max_side: int = DETECT_MAX_SIDE,
 ) -> DetectionResult:
     """Shapes in an RGB uint8 image: propose regions (at most `max_regions`, the method's best
     first), crop each to `input_size` (`crop_regions`, `fill`), classify all crops in one
@@ -453,8 +460,18 @@ def detect(
 
     `crops_per_call` > 0 splits the crops into calls of at most that many (a bound on request
     size; 1 is the seed's one call per crop, kept for benchmarks); 0, the default, is one call.
+    An image with a side over `max_side` is detected in a copy shrunk to it (DETECT_MAX_SIDE);
+    the boxes are in the given image's pixels either way.
     """
     started = time.perf_counter()
+    height, width = image.shape[:2]
+    factor = max(height, width) / max_side
+    if factor > 1:
+        shrunk = (max(1, round(width / factor)), max(1, round(height / factor)))
+        image = cv2.resize(image, shrunk, interpolation=cv2.INTER_AREA)
+        factor_xy = np.array([width / shrunk[0], height / shrunk[1]] * 2)
+    else:
+        factor_xy = np.ones(4)
     boxes, extents = _propose(image, method, proposal_params or {})
     boxes = boxes[:max_regions]
     extents = None if extents is None else extents[:max_regions]
@@ -477,6 +494,8 @@ def detect(
     # Boxes this alike frame one object, which has one class: the likelier one stays.
     kept = kept[non_max_suppression(boxes[kept], scores[kept], max(iou, SAME_OBJECT_IOU))]
     finished = time.perf_counter()
+    limits = np.array([width, height, width, height])
+    boxes = np.clip(np.round(boxes * factor_xy), 0, limits).astype(int)
     detections = [
         Detection(class_name=class_names[labels[i]], label=int(labels[i]),
                   confidence=float(scores[i]),

@@ -69,21 +69,29 @@ def decode_for_model(tf: Any, data: Any, size: int) -> Any:
     alpha = tf.cond(tf.equal(channels % 2, 0), lambda: image[..., -1:],
                     lambda: tf.ones_like(image[..., :1]))
     image = color * alpha + (1.0 - alpha)
-    # Pad to square with the median border colour, as geojax.data.images.pad_to_square does.
+    # As geojax.data.images.resize_to: the longer side scaled to `size` first, then the
+    # shorter padded with the median border colour (a long strip never becomes a huge square).
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     border = tf.concat([image[0], image[-1], image[:, 0], image[:, -1]], axis=0)
     ordered = tf.sort(border, axis=0)
     n = tf.shape(border)[0]
     fill = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2.0
     side = tf.maximum(height, width)
-    top, left = (side - height) // 2, (side - width) // 2
-    image = tf.pad(image - fill, [[top, side - height - top], [left, side - width - left],
-                                  [0, 0]]) + fill
-    resized = tf.cond(
+    scale = tf.cast(size, tf.float64) / tf.cast(side, tf.float64)
+
+    def scaled(length: Any) -> Any:
+        return tf.clip_by_value(tf.cast(tf.round(tf.cast(length, tf.float64) * scale), tf.int32),
+                                1, size)
+
+    new_h, new_w = scaled(height), scaled(width)
+    image = tf.cond(
         side > size,
-        lambda: tf.image.resize(image, [size, size], method="area"),
-        lambda: tf.image.resize(image, [size, size], method="bilinear"),
+        lambda: tf.image.resize(image, [new_h, new_w], method="area"),
+        lambda: tf.image.resize(image, [new_h, new_w], method="bilinear"),
     )
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    resized = tf.pad(image - fill, [[top, size - new_h - top], [left, size - new_w - left],
+                                    [0, 0]]) + fill
     return tf.clip_by_value(tf.reshape(resized, [size, size, 3]), 0.0, 1.0)
 
 

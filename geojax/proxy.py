@@ -12,7 +12,11 @@ default, REST selectable). Which model and label it serves is configuration; the
 the label is looked up again every few seconds, so a promotion in the registry takes effect
 without a restart. A model server that is down or slow gives 503 after a bounded timeout.
 Decoding, detection and model calls run in a worker thread, so one slow request does not hold
-up the others (or /health); a model call's batch is padded to one of a few sizes
+up the others (/health and /metrics answer on the event loop, never waiting for a worker).
+Memory is bounded per request and in all: images decode straight to uint8, are shrunk before
+they are padded, a batch frees each full-size image before decoding the next, and at most
+GEOJAX_MAX_DECODED full-size images are held at once; a request that cannot get its turn (or a
+model call slot) within GEOJAX_TIMEOUT_S is a 503. A model call's batch is padded to one of a few sizes
 (`batch_bucket`), since the served model is compiled once per batch shape.
 
 Settings (environment):
@@ -26,6 +30,10 @@ Settings (environment):
     GEOJAX_TIMEOUT_S           model server timeout per call            (5)
     GEOJAX_MAX_UPLOAD_BYTES    request body limit                       (10485760)
     GEOJAX_MAX_PIXELS          decoded image pixel limit                (40000000)
+    GEOJAX_MAX_SIDE            decoded image side limit, px             (20000)
+    GEOJAX_MAX_DECODED         full-size images held at once (decoded, not yet shrunk to the
+                               model's input; each up to 3 bytes a pixel); others wait (2)
+    GEOJAX_MAX_MODEL_CALLS     model server calls in flight at once; others wait (8)
     GEOJAX_MAX_BATCH           images per /predict/batch                (32)
     GEOJAX_MAX_REGIONS         crops classified per /detect             (64)
     GEOJAX_CROPS_PER_CALL      crops per model server call in /detect; 0: all in one (0)
@@ -41,6 +49,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hmac
 import json
@@ -48,7 +57,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,7 +78,7 @@ from starlette.concurrency import run_in_threadpool
 
 from geojax import CLASSES
 from geojax import detect as detection
-from geojax.data.images import ImageError, decode_image, encode_png, resize_to
+from geojax.data.images import ImageError, ImageTooLarge, decode_image, encode_png, resize_to
 from geojax.drift import PSI_DRIFT_THRESHOLD, DriftMonitor, image_statistics
 from geojax.predict import prediction_json
 from geojax.serving_client import ModelServerClient, ModelServerError
@@ -99,6 +108,9 @@ class ProxySettings:
     timeout_s: float = 5.0
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
+    max_side: int = 20_000
+    max_decoded: int = 2
+    max_model_calls: int = 8
     max_batch: int = 32
     max_regions: int = 64
     crops_per_call: int = 0
@@ -221,6 +233,26 @@ class Proxy:
         self.drift = DriftMonitor(settings.drift_window, settings.drift_threshold)
         self._view: ModelView | None = None
         self._lock = threading.Lock()
+        self._decoded = threading.BoundedSemaphore(settings.max_decoded)
+        self._model_calls = threading.BoundedSemaphore(settings.max_model_calls)
+
+    @contextlib.contextmanager
+    def _turn(self, semaphore: threading.BoundedSemaphore, what: str) -> Iterator[None]:
+        """Wait (at most the timeout) for one of `semaphore`'s slots; 503 when none frees."""
+        if not semaphore.acquire(timeout=self.settings.timeout_s):
+            raise HTTPException(503, f"busy: no {what} slot freed within "
+                                     f"{self.settings.timeout_s:g} s; retry later")
+        try:
+            yield
+        finally:
+            semaphore.release()
+
+    @contextlib.contextmanager
+    def full_size_image(self, data: bytes, source: str) -> Iterator[np.ndarray]:
+        """The decoded image, held under the GEOJAX_MAX_DECODED bound while the block runs:
+        keep only what is derived from it (a model-sized copy, crops) past the block."""
+        with self._turn(self._decoded, "image decoding"):
+            yield self.decode(data, source)
 
     def model_view(self, refresh: bool = False) -> ModelView:
         """The served version and its input size (cached for a couple of seconds)."""
@@ -249,7 +281,8 @@ class Proxy:
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            result = fn(*args)
+            with self._turn(self._model_calls, "model server call"):
+                result = fn(*args)
         except ModelServerError as err:
             self.metrics.server_up.set(0)
             log.warning("model server call failed: %s", err)  # with its address, for operators
@@ -283,9 +316,10 @@ class Proxy:
 
     def decode(self, data: bytes, source: str) -> np.ndarray:
         try:
-            image = decode_image(data, source=source, max_pixels=self.settings.max_pixels)
+            image = decode_image(data, source=source, max_pixels=self.settings.max_pixels,
+                                 max_side=self.settings.max_side)
         except ImageError as err:
-            raise HTTPException(400 if "over the limit" not in str(err) else 413,
+            raise HTTPException(413 if isinstance(err, ImageTooLarge) else 400,
                                 str(err)) from err
         stats = image_statistics(image)
         self.drift.observe_input(stats)
@@ -413,7 +447,7 @@ def create_app(settings: ProxySettings | None = None,
 
 
     @app.get("/health", tags=["status"])
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         """The process is alive (no model server call)."""
         return {"status": "alive"}
 
@@ -449,12 +483,16 @@ def create_app(settings: ProxySettings | None = None,
                 "created": view.metadata.get("created"),
                 "parity": view.metadata.get("parity")}
 
-    def classify_images(images: list[np.ndarray], endpoint: str
+    def classify_images(items: list[tuple[bytes, str]], endpoint: str
                         ) -> tuple[ModelView, np.ndarray, float]:
-        """Whole images resized as in training, one model call: (view, probabilities,
-        model server seconds)."""
+        """Uploads decoded one at a time and resized as in training (each full-size image
+        freed before the next is decoded), then one model call: (view, probabilities, model
+        server seconds)."""
         view = proxy.model_view()
-        batch = np.stack([resize_to(im, view.input_size) for im in images])
+        batch = np.empty((len(items), view.input_size, view.input_size, 3), np.uint8)
+        for i, (data, source) in enumerate(items):
+            with proxy.full_size_image(data, source) as image:
+                batch[i] = resize_to(image, view.input_size)
         seconds: list[float] = []
         probabilities = proxy.classify(batch.astype(np.float32) / 255.0, endpoint, seconds)
         proxy.update_drift_gauges()
@@ -462,8 +500,7 @@ def create_app(settings: ProxySettings | None = None,
 
     def predict_sync(data: bytes, source: str) -> dict[str, Any]:
         start = time.perf_counter()
-        image = proxy.decode(data, source)
-        view, probabilities, server = classify_images([image], "/predict")
+        view, probabilities, server = classify_images([(data, source)], "/predict")
         return {**prediction_json(probabilities[0]), "model": proxy.model_json(view),
                 "timing_ms": {"model_server": server * 1000,
                               "total": (time.perf_counter() - start) * 1000}}
@@ -477,8 +514,7 @@ def create_app(settings: ProxySettings | None = None,
 
     def predict_batch_sync(items: list[tuple[bytes, str]]) -> dict[str, Any]:
         start = time.perf_counter()
-        images = [proxy.decode(data, source) for data, source in items]
-        view, probabilities, server = classify_images(images, "/predict/batch")
+        view, probabilities, server = classify_images(items, "/predict/batch")
         return {"predictions": [prediction_json(p) for p in probabilities],
                 "model": proxy.model_json(view),
                 "timing_ms": {"model_server": server * 1000,
@@ -512,7 +548,11 @@ def create_app(settings: ProxySettings | None = None,
     def detect_sync(data: bytes, source: str, method: str, confidence: float, iou: float,
                     annotate: bool) -> Any:
         start = time.perf_counter()
-        image = proxy.decode(data, source)
+        with proxy.full_size_image(data, source) as image:
+            return detect_image(image, start, method, confidence, iou, annotate)
+
+    def detect_image(image: np.ndarray, start: float, method: str, confidence: float,
+                     iou: float, annotate: bool) -> Any:
         decoded = time.perf_counter()
         view = proxy.model_view()
         seconds: list[float] = []
@@ -562,7 +602,7 @@ def create_app(settings: ProxySettings | None = None,
         return report
 
     @app.get("/metrics", tags=["monitoring"])
-    def metrics() -> Response:
+    async def metrics() -> Response:
         """Prometheus text exposition."""
         return Response(generate_latest(proxy.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -209,6 +209,22 @@ def test_detect_locates_and_classifies_with_a_real_classifier(classifier):
     assert mean_average_precision(predictions, truth) >= 0.4  # chance is about 0.1
 
 
+def test_detect_works_on_a_bounded_copy_and_maps_boxes_back(classifier):
+    """A scene 3x larger than the detection's working side gives the boxes the working-size
+    scene gives, scaled to the large image's pixels."""
+    scene = scenes(1, seed=301)[0]
+    height, width = scene.image.shape[:2]
+    large = cv2.resize(scene.image, (width * 3, height * 3), interpolation=cv2.INTER_NEAREST)
+    small = detect(scene.image, classifier, confidence=0.0, input_size=SIZE)
+    big = detect(large, classifier, confidence=0.0, input_size=SIZE, max_side=max(width, height))
+    assert len(big.detections) == len(small.detections) > 0
+    for a, b in zip(small.detections, big.detections, strict=True):
+        assert a.class_name == b.class_name
+        assert np.abs(np.array(b.bbox) - 3 * np.array(a.bbox)).max() <= 3
+    strip = np.full((8, 40_000, 3), 255, np.uint8)  # shorter than any shape once shrunk
+    assert detect(strip, classifier, input_size=SIZE).num_proposals == 0
+
+
 def test_detect_threshold_nms_and_bad_classifier(classifier):
     scene = compose_scene(np.random.default_rng(11))
     result = detect(scene.image, classifier, "sliding_window", confidence=0.6, iou=0.3,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from geojax.data import ImageError, decode_image, load_image, resize_to
-from geojax.data.images import encode_png
+from geojax.data.images import ImageTooLarge, encode_png
 
 
 def test_modes_become_rgb8(tmp_path):
@@ -57,3 +57,41 @@ def test_resize_pads_to_square_instead_of_squashing():
     assert out.shape == (30, 30, 3)
     ys, xs = np.nonzero(out[..., 0] < 128)
     assert abs(np.ptp(xs) - np.ptp(ys)) <= 1  # the circle is still round
+
+
+def test_alpha_and_16_bit_are_converted_in_integers_like_the_float_formula():
+    rng = np.random.default_rng(0)
+    bgra = rng.integers(0, 256, (9, 11, 4), dtype=np.uint8)
+    out = decode_image(cv2.imencode(".png", bgra)[1].tobytes())
+    rgb, alpha = bgra[..., 2::-1].astype(np.float64), bgra[..., 3:].astype(np.float64) / 255
+    expected = np.clip(rgb * alpha + 255 * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    deep = rng.integers(0, 65536, (5, 6), dtype=np.uint16)
+    out = decode_image(cv2.imencode(".png", deep)[1].tobytes())
+    assert np.abs(out[..., 0].astype(int) - np.round(deep / 257.0)).max() <= 1
+
+
+def test_side_guard_refuses_extreme_strips_before_decoding():
+    strip = encode_png(np.zeros((2, 3000, 3), np.uint8))
+    with pytest.raises(ImageTooLarge, match="3000x2 has a side of 3,000 pixels, over the limit"):
+        decode_image(strip, max_side=2000)
+    assert decode_image(strip).shape == (2, 3000, 3)  # the default side limit is 20,000
+
+
+def test_opencv_errors_are_image_errors(monkeypatch):
+    def fail(*args):
+        raise cv2.error("OpenCV(4.x) imgcodecs: -215:Assertion failed")
+    monkeypatch.setattr(cv2, "imdecode", fail)
+    with pytest.raises(ImageError, match="upload: OpenCV could not decode the image"):
+        decode_image(encode_png(np.zeros((4, 4, 3), np.uint8)))
+
+
+def test_resize_shrinks_a_long_strip_before_padding_it():
+    strip = np.zeros((3, 200_000, 3), np.uint8)  # as a square it would be 120 GB
+    strip[:, :100_000] = 255
+    out = resize_to(strip, 32)
+    assert out.shape == (32, 32, 3)
+    # The strip becomes one row across the middle (row 15), its left half white, its right
+    # half black; the rest is the border's median colour.
+    assert out[15, :15].min() > 200 and out[15, 17:].max() < 50
+    assert np.all(np.delete(out, 15, axis=0) == 127)

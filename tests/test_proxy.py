@@ -250,6 +250,16 @@ def test_size_guards(stack):
         "content-type": f"multipart/form-data; boundary={boundary}"})
     assert response.status_code == 413
     assert 'endpoint="/predict",status="413"' in client.get("/metrics").text
+    # Extreme aspect ratios: a side over the limit is refused from the header; a long strip
+    # under it is shrunk before it is padded (a 1,000,000 x 40 strip once tried to pad to a
+    # 3 TB square) and detection works on a bounded copy.
+    too_long = encode_png(np.zeros((1, 20_001, 3), np.uint8))
+    response = client.post("/predict", files={"file": ("long.png", too_long)})
+    assert response.status_code == 413 and "side of 20,001 pixels" in response.text
+    strip = encode_png(np.full((3, 19_000, 3), 200, np.uint8))
+    assert client.post("/predict", files={"file": ("strip.png", strip)}).status_code == 200
+    response = client.post("/detect", files={"file": ("strip.png", strip)})
+    assert response.status_code == 200 and response.json()["detections"] == []
     assert client.post("/predict", json={"picture": "x"}).status_code == 422
     assert client.post("/predict", content=b"raw", headers={"content-type": "text/plain"}
                        ).status_code == 400
@@ -380,3 +390,24 @@ def test_settings_from_environment_name_bad_values():
     with pytest.raises(ValueError, match="GEOJAX_TIMEOUT_S='soon'"):
         ProxySettings.from_env({"GEOJAX_TIMEOUT_S": "soon"})
     assert json.loads(json.dumps(settings.__dict__))  # plain values only
+
+
+def test_full_size_images_and_model_calls_wait_for_a_slot_then_get_503():
+    """At most GEOJAX_MAX_DECODED full-size images are held at once; a request that cannot get
+    a slot within the timeout is told the proxy is busy (no model server needed)."""
+    from fastapi import HTTPException
+
+    from geojax.proxy import Proxy, ProxySettings
+
+    proxy = Proxy(ProxySettings(max_decoded=1, max_model_calls=1, timeout_s=0.2))
+    png = encode_png(np.zeros((8, 8, 3), np.uint8))
+    with proxy.full_size_image(png, "first") as image:
+        assert image.shape == (8, 8, 3)
+        with pytest.raises(HTTPException) as busy, proxy.full_size_image(png, "second"):
+            pass
+        assert busy.value.status_code == 503 and "busy" in busy.value.detail
+    with proxy.full_size_image(png, "third"):  # the slot is free again
+        pass
+    with proxy._turn(proxy._model_calls, "model server call"), \
+            pytest.raises(HTTPException, match="busy"):
+        proxy._call(lambda: None)

@@ -1,0 +1,146 @@
+"""The proxy's peak memory per upload: a real model server and proxy, one request at a time.
+
+    python scripts/bench_upload_memory.py --model_config runs/demo/models.config
+
+Starts `geojax.model_server` on the model config (what `make demo` leaves in runs/demo) and
+`geojax.proxy` in front of it, warms both with a small image, then for each case resets the
+proxy process's peak resident set (Linux: `clear_refs` 5) and reads it again after the request
+(`VmHWM` in /proc/PID/status). The figure is peak minus the resident set just before: what one
+upload costs the proxy. `--checkout DIR` runs the servers from another checkout (a git worktree
+of an older commit) to compare before and after on the same machine.
+
+Cases: a 16-megapixel (4000x4000) PNG to /predict and /detect, four of them to /predict/batch,
+and a 20000x100 strip to /predict and /detect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # geojax of this checkout when run as a script
+
+from geojax.data.images import encode_png  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")
+
+
+def reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+@contextlib.contextmanager
+def servers(python: str, model_config: Path, env: dict[str, str], cwd: Path
+            ) -> Iterator[tuple[int, str]]:
+    grpc, rest, http = free_port(), free_port(), free_port()
+    log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)  # noqa: SIM115
+    base = {**os.environ, **env}
+    server = subprocess.Popen(
+        [python, "-m", "geojax.model_server", f"--port={grpc}", f"--rest_api_port={rest}",
+         f"--model_config_file={model_config}", "--host=127.0.0.1",
+         "--allow_version_labels_for_unavailable_models=true"],
+        stdout=log, stderr=subprocess.STDOUT, env=base, cwd=cwd)
+    proxy = subprocess.Popen(
+        [python, "-m", "geojax.proxy", "--host=127.0.0.1", f"--port={http}"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+        env={**base, "GEOJAX_MODEL_SERVER": f"127.0.0.1:{grpc}", "GEOJAX_TIMEOUT_S": "120"})
+    url = f"http://127.0.0.1:{http}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/ready", timeout=5).status_code == 200:
+                    break
+            if proxy.poll() is not None or server.poll() is not None:
+                raise RuntimeError(f"a server exited; see {log.name}")
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"the proxy never became ready; see {log.name}")
+        yield proxy.pid, url
+    finally:
+        for process in (proxy, server):
+            process.terminate()
+            process.wait(timeout=30)
+        log.close()
+
+
+def scene(height: int, width: int, seed: int = 0) -> bytes:
+    """A gradient background with a few filled shapes: a photo-sized image in a small PNG
+    (the issue's case was a 6000x6000 solid PNG of 131 KB), under the default body limit."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(60, 140, width, dtype=np.float32)
+    image = np.repeat(np.repeat(ramp[None, :, None], height, 0), 3, 2).astype(np.uint8)
+    side = min(height, width)
+    for _ in range(5):
+        centre = (int(rng.integers(side // 8, width - side // 8)),
+                  int(rng.integers(side // 8, height - side // 8)))
+        cv2.circle(image, centre, side // 10, tuple(int(c) for c in rng.integers(150, 256, 3)),
+                   -1)
+    return encode_png(image)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_config", type=Path, default=REPO / "runs/demo/models.config")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter that runs the model server and the proxy")
+    parser.add_argument("--checkout", type=Path, default=REPO,
+                        help="run the servers' geojax from this checkout (a git worktree of "
+                             "another commit); default this one")
+    args = parser.parse_args()
+    env = {"PYTHONPATH": str(args.checkout.resolve())}
+    photo = scene(4000, 4000)
+    strip = scene(100, 20_000, seed=1)
+    cases = [
+        ("/predict", "16 Mpx PNG", {"files": {"file": ("p.png", photo)}}),
+        ("/detect", "16 Mpx PNG", {"files": {"file": ("p.png", photo)}}),
+        ("/predict/batch", "4 x 16 Mpx PNG",
+         {"files": [("files", (f"p{i}.png", photo)) for i in range(4)]}),
+        ("/predict", "20000x100 PNG", {"files": {"file": ("s.png", strip)}}),
+        ("/detect", "20000x100 PNG", {"files": {"file": ("s.png", strip)}}),
+    ]
+    print(f"upload sizes: 16 Mpx PNG {len(photo) / 1e3:.0f} KB, strip {len(strip) / 1e3:.0f} KB")
+    print("| endpoint | upload | status | seconds | proxy peak over its resident set |")
+    print("|---|---|---:|---:|---:|")
+    with servers(args.python, args.model_config.resolve(), env, args.checkout) as (pid, url):
+        small = {"files": {"file": ("w.png", scene(64, 64))}}
+        httpx.post(url + "/predict", timeout=120, **small)
+        httpx.post(url + "/detect", timeout=120, **small)
+        for endpoint, what, payload in cases:
+            before = status_kib(pid, "VmRSS")
+            reset_peak(pid)
+            start = time.perf_counter()
+            response = httpx.post(url + endpoint, timeout=600, **payload)
+            seconds = time.perf_counter() - start
+            peak = status_kib(pid, "VmHWM")
+            print(f"| {endpoint} | {what} | {response.status_code} | {seconds:.2f} | "
+                  f"{(peak - before) / 1024:,.0f} MiB |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
