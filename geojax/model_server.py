@@ -80,7 +80,17 @@ its status, and loads again only after it leaves the policy and comes back), SSL
 `custom_model_config`, logging configs, and other model platforms. Flags for those are accepted
 and logged as ignored, so the deployment's command line runs here unchanged; `--host` (bind
 address) is this server's own addition. A REST call over `--rest_api_timeout_in_ms` gets 504
-with this server's own message. Error messages that come from inside TensorFlow (a wrong
+with this server's own message.
+
+Limits (this server's own additions; TF Serving leaves them to its deployment): a REST body
+over `--max_request_bytes` is refused with 413 before it is read in full (and is read
+linearly); a request tensor whose declared shape holds more than `--max_tensor_bytes` is
+refused (INVALID_ARGUMENT) before anything is allocated, however few values it sends; JSON
+nested deeper than Python can parse is INVALID_ARGUMENT, not a 500; at most
+`--max_concurrent_requests` Predict calls run at once on each API (gRPC refuses the excess with
+RESOURCE_EXHAUSTED; REST queues it within its timeout), and work whose deadline passed while
+queued never starts (a graph already running cannot be interrupted: it finishes, holding its
+slot). Error texts quote at most ECHO_LIMIT characters of what was sent. Error messages that come from inside TensorFlow (a wrong
 shape reaching the graph) are TensorFlow's Python-side wording, not the C++ session's.
 """
 
@@ -133,6 +143,12 @@ CODE_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEED
               "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
               "UNAUTHENTICATED")
 """error_codes.proto's names by number (the status label of request_count)."""
+
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+MAX_TENSOR_BYTES = 256 * 1024 * 1024
+MAX_CONCURRENT_REQUESTS = 16
+ECHO_LIMIT = 200
+"""Characters of a request quoted back in an error message (TF Serving quotes it all)."""
 
 # ModelVersionStatus.State (apis/get_model_status.proto).
 START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50
@@ -474,6 +490,27 @@ def load_servable(name: str, version: int, path: Path,
                     metrics)
 
 
+def check_tensor_size(tensor: Any, alias: str, max_bytes: int) -> None:
+    """Refuse a TensorProto whose declared shape is over `max_bytes`, before it is allocated
+    (a few bytes of proto can declare gigabytes: the last value fills the rest)."""
+    tf = _tf()
+    count = 1
+    for dim in tensor.tensor_shape.dim:
+        if dim.size < 0:
+            raise ServingError(INVALID_ARGUMENT, f"tensor parsing error: {alias}")
+        count *= dim.size
+    try:
+        itemsize = tf.as_dtype(tensor.dtype).size if tensor.dtype != tf.string.as_datatype_enum \
+            else 1
+    except TypeError as err:
+        raise ServingError(INVALID_ARGUMENT, f"tensor parsing error: {alias}") from err
+    if count * itemsize > max_bytes:
+        shape = [d.size for d in tensor.tensor_shape.dim]
+        raise ServingError(INVALID_ARGUMENT, f"tensor {alias} declares shape {shape}: "
+                           f"{count * itemsize:,} bytes, over this server's limit of "
+                           f"{max_bytes:,} (--max_tensor_bytes)")
+
+
 def tensor_to_array(tensor: Any) -> np.ndarray:
     """TensorProto (typed fields or tensor_content) to numpy, as Tensor::FromProto."""
     tf = _tf()
@@ -609,6 +646,7 @@ class ServerOptions:
     file_system_poll_wait_seconds: float = 1.0
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 1
+    max_tensor_bytes: int = MAX_TENSOR_BYTES
 
 
 @dataclass
@@ -897,6 +935,7 @@ class ModelServerApi:
         servable = self.core.servable(request.model_spec)
         inputs = {}
         for alias, tensor in request.inputs.items():
+            check_tensor_size(tensor, alias, self.core.options.max_tensor_bytes)
             try:
                 inputs[alias] = tensor_to_array(tensor)
             except Exception as err:
@@ -990,8 +1029,10 @@ def _grpc_call(context: Any, fn: Callable[[Any], Any], request: Any) -> Any:
 
 
 def make_grpc_server(api: ModelServerApi, address: str, channel_arguments: Sequence[
-        tuple[str, Any]] = (), max_workers: int = 16) -> Any:
-    """A gRPC server with PredictionService and ModelService, not yet started."""
+        tuple[str, Any]] = (), max_workers: int = 16,
+        max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS) -> Any:
+    """A gRPC server with PredictionService and ModelService, not yet started; calls beyond
+    `max_concurrent_requests` in flight are refused with RESOURCE_EXHAUSTED."""
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -999,6 +1040,9 @@ def make_grpc_server(api: ModelServerApi, address: str, channel_arguments: Seque
         """Predict and GetModelMetadata; Classify, Regress, MultiInference: UNIMPLEMENTED."""
 
         def Predict(self, request: Any, context: Any) -> Any:
+            remaining = context.time_remaining()
+            if (remaining is not None and remaining <= 0) or not context.is_active():
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             return _grpc_call(context, lambda r: api.counted(
                 r.model_spec.name, "Predict", "GRPC", lambda: api.predict_response(r)), request)
 
@@ -1014,7 +1058,8 @@ def make_grpc_server(api: ModelServerApi, address: str, channel_arguments: Seque
 
     options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE),
                ("grpc.max_send_message_length", GRPC_MAX_MESSAGE), *channel_arguments]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=options)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=options,
+                         maximum_concurrent_rpcs=max_concurrent_requests)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(),
                                                                         server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(), server)
@@ -1039,8 +1084,15 @@ NUMPY_TYPES = {"float": np.float32, "double": np.float64, "int32": np.int32, "in
                "uint64": np.uint64, "bool": np.bool_, "string": object}
 
 
+def echo(text: str) -> str:
+    """`text` cut to ECHO_LIMIT characters for an error message (a request can be megabytes)."""
+    if len(text) <= ECHO_LIMIT:
+        return text
+    return f"{text[:ECHO_LIMIT]}... ({len(text):,} characters)"
+
+
 def _json_text(value: Any) -> str:
-    return json.dumps(value, indent=4)
+    return echo(json.dumps(value, indent=4))
 
 
 def _json_type(value: Any) -> str:
@@ -1213,6 +1265,8 @@ def parse_predict_json(body: bytes, input_dtypes: Callable[[str], dict[str, str]
         raise ServingError(INVALID_ARGUMENT, "JSON Parse error: The document is empty")
     try:
         doc = json.loads(body)
+    except RecursionError as err:
+        raise ServingError(INVALID_ARGUMENT, "JSON Parse error: nested too deeply") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         message, offset = (err.msg, err.pos) if isinstance(err, json.JSONDecodeError) else (
             "Invalid encoding in string.", err.start)
@@ -1337,20 +1391,43 @@ class RestApi:
     CreateAndStartHttpServer registers the exporter ahead of the /v1/ dispatcher."""
 
     def __init__(self, api: ModelServerApi, timeout_ms: int = 30000,
-                 metrics_path: str | None = None):
+                 metrics_path: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES,
+                 max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS):
         self.api = api
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         self.metrics_path = metrics_path
+        self.max_request_bytes = max_request_bytes
+        # The requests' work runs here: at most this many at once; a queued request whose
+        # timeout passes is cancelled before it starts.
+        self.workers = futures.ThreadPoolExecutor(max_concurrent_requests,
+                                                  thread_name_prefix="rest")
+
+    async def _read_body(self, scope: dict, receive: Callable) -> bytes | None:
+        """The request body, or None when it is over `max_request_bytes` (declared or sent)."""
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and \
+                    int(value) > self.max_request_bytes:
+                return None
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_request_bytes:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await self._read_body(scope, receive)
+        if body is None:
+            await self._reply(send, 413, json.dumps({"error": (
+                f"request body over this server's limit of {self.max_request_bytes:,} bytes "
+                "(--max_request_bytes)")}).encode(), "application/json")
+            return
         path = scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0]
         if path == self.metrics_path:
             page = self.api.core.metrics.prometheus_page()
@@ -1359,18 +1436,22 @@ class RestApi:
         if not re.fullmatch(r"/v1/.*", path, re.IGNORECASE):
             await self._reply(send, 404, b"", "text/html")
             return
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         try:
-            text = await asyncio.wait_for(
-                asyncio.to_thread(self.handle, scope["method"], path, body), self.timeout)
+            work = asyncio.get_running_loop().run_in_executor(
+                self.workers, self.handle, scope["method"], path, body, deadline)
+            text = await asyncio.wait_for(work, self.timeout)
             status = 200
         except ServingError as err:
             status, text = HTTP_STATUS.get(err.code, 500), json.dumps({"error": err.message},
                                                                        indent=4)
         except TimeoutError:
             status, text = 504, json.dumps({"error": "Deadline Exceeded"})
+        except RecursionError:
+            status, text = 400, json.dumps({"error": "JSON Parse error: nested too deeply"})
         except Exception as err:  # answer in TF Serving's error shape, never a bare 500
             log.exception("Error processing HTTP/REST request: %s %s", scope["method"], path)
-            status, text = 500, json.dumps({"error": f"{type(err).__name__}: {err}"})
+            status, text = 500, json.dumps({"error": echo(f"{type(err).__name__}: {err}")})
         await self._reply(send, status, text.encode(), "application/json")
 
     @staticmethod
@@ -1380,8 +1461,9 @@ class RestApi:
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    def handle(self, method: str, path: str, body: bytes) -> str:
-        """HttpRestApiHandler::ProcessRequest: route, run, and write JSON (or raise)."""
+    def handle(self, method: str, path: str, body: bytes, deadline: float | None = None) -> str:
+        """HttpRestApiHandler::ProcessRequest: route, run, and write JSON (or raise); work
+        past `deadline` (time.monotonic) is not started."""
         from tensorflow_serving.apis import (
             get_model_metadata_pb2,
             get_model_status_pb2,
@@ -1413,7 +1495,7 @@ class RestApi:
             if verb != "predict":
                 raise ServingError(INVALID_ARGUMENT, f"Malformed request: {method} {path}")
             return self.api.counted(name, verb, "REST",
-                                    lambda: self._predict(spec, body, predict_pb2))
+                                    lambda: self._predict(spec, body, predict_pb2, deadline))
         if not name:
             raise ServingError(INVALID_ARGUMENT, "Missing model name in request.")
         from google.protobuf import json_format
@@ -1436,7 +1518,8 @@ class RestApi:
         return json_format.MessageToJson(response, indent=1,
                                          always_print_fields_with_no_presence=True)
 
-    def _predict(self, spec: Any, body: bytes, predict_pb2: Any) -> str:
+    def _predict(self, spec: Any, body: bytes, predict_pb2: Any,
+                 deadline: float | None = None) -> str:
         def input_dtypes(signature_name: str) -> dict[str, str]:
             servable = self.api.core.servable(spec)
             name = signature_name or DEFAULT_SIGNATURE
@@ -1451,6 +1534,8 @@ class RestApi:
         request.model_spec.signature_name = signature
         for alias, array in inputs.items():
             request.inputs[alias].CopyFrom(array_to_tensor(array))
+        if deadline is not None and time.monotonic() > deadline:
+            raise ServingError(DEADLINE_EXCEEDED, "Deadline Exceeded")  # nobody is waiting
         _, outputs = self.api.predict(request)
         if not outputs:
             raise ServingError(INVALID_ARGUMENT, "Cannot convert empty tensor map to JSON")
@@ -1528,6 +1613,13 @@ def build_parser() -> argparse.ArgumentParser:
          f"Prometheus format at prometheus_config.path (default {PROMETHEUS_PATH})")
     flag("grpc_channel_arguments", str, "", "comma separated gRPC server arguments, "
          "e.g. grpc.max_connection_age_ms=2000")
+    flag("max_request_bytes", int, MAX_REQUEST_BYTES, "largest REST request body; more is "
+         "413 (this server's addition)")
+    flag("max_tensor_bytes", int, MAX_TENSOR_BYTES, "largest request tensor by its declared "
+         "shape; more is INVALID_ARGUMENT before allocating (this server's addition)")
+    flag("max_concurrent_requests", int, MAX_CONCURRENT_REQUESTS, "requests run at once per "
+         "API; gRPC refuses more (RESOURCE_EXHAUSTED), REST queues them within its timeout "
+         "(this server's addition)")
     flag("version", bool, False, "print the version and exit")
     for name, kind in IGNORED_FLAGS.items():
         flag(name, kind, None, argparse.SUPPRESS)
@@ -1623,13 +1715,16 @@ def serve(args: argparse.Namespace) -> int:
             args.allow_version_labels_for_unavailable_models),
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         enable_model_warmup=args.enable_model_warmup,
-        num_request_iterations_for_warmup=args.num_request_iterations_for_warmup))
+        num_request_iterations_for_warmup=args.num_request_iterations_for_warmup,
+        max_tensor_bytes=args.max_tensor_bytes))
     stop = threading.Event()
     try:
         core.reload_config(config)
         api = ModelServerApi(core)
         grpc_server = make_grpc_server(api, f"{args.host}:{args.port}",
-                                       _parse_channel_arguments(args.grpc_channel_arguments))
+                                       _parse_channel_arguments(args.grpc_channel_arguments),
+                                       max_workers=max(16, args.max_concurrent_requests),
+                                       max_concurrent_requests=args.max_concurrent_requests)
         grpc_server.start()
         log.info("Running gRPC ModelServer at %s:%d ...", args.host, args.port)
         if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
@@ -1647,7 +1742,8 @@ def serve(args: argparse.Namespace) -> int:
                 log.info("Exporting Prometheus metrics at %s on the HTTP/REST port",
                          metrics_path)
             uvicorn.Server(uvicorn.Config(
-                RestApi(api, args.rest_api_timeout_in_ms, metrics_path), host=args.host,
+                RestApi(api, args.rest_api_timeout_in_ms, metrics_path, args.max_request_bytes,
+                        args.max_concurrent_requests), host=args.host,
                 port=args.rest_api_port, log_level="warning", access_log=False,
                 lifespan="off")).run()
             grpc_server.stop(grace=1)

@@ -104,6 +104,7 @@ def launched(exported, tmp_path_factory):
              "--allow_version_labels_for_unavailable_models=true",
              "--monitoring_config_file", str(monitoring_file),
              "--xla_cpu_compilation_enabled=true",
+             f"--max_request_bytes={MAX_REQUEST}", f"--max_tensor_bytes={MAX_TENSOR}",
              "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"],
             stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -370,6 +371,45 @@ def test_rest_errors_are_tf_serving_json(server, path, body, status, message):
     assert response.status_code == status
     assert set(response.json()) == {"error"}
     assert message in response.json()["error"]
+
+
+MAX_REQUEST, MAX_TENSOR = 2_000_000, 20_000_000
+
+
+def test_rest_limits_body_size_json_depth_and_echo(server):
+    url = f"{server['rest']}/v1/models/{MODEL}:predict"
+    big = b"[" + b"0," * 1_100_000 + b"0]"
+    response = httpx.post(url, content=big)  # declared by Content-Length
+    assert response.status_code == 413 and "--max_request_bytes" in response.json()["error"]
+
+    def chunks():
+        for start in range(0, len(big), 65536):
+            yield big[start:start + 65536]
+
+    response = httpx.post(url, content=chunks())  # sent without a length
+    assert response.status_code == 413
+    response = httpx.post(url, content=b"[" * 100_000 + b"]" * 100_000)
+    assert response.status_code == 400 and "nested too deeply" in response.json()["error"]
+    bad = "x" * 500_000
+    response = httpx.post(url, json={"signature_name": "predict_pixels", "instances": [bad]})
+    assert response.status_code == 400 and len(response.text) < 2000
+    assert httpx.post(url, json={"signature_name": "predict_pixels", "instances": [[[[0.0] * 3]
+                      * TINY_SIZE] * TINY_SIZE]}).status_code == 200  # still serving
+
+
+def test_grpc_declared_shape_is_checked_before_allocating(stubs):
+    import tensorflow as tf
+
+    prediction, _ = stubs
+    request = predict_request({}, signature="predict_pixels")
+    tensor = tf.make_tensor_proto([0.5], dtype=tf.float32)  # one value...
+    tensor.tensor_shape.Clear()
+    for size in (20_000, 40, 40, 3):  # ...declaring 384 MB, filled from it by TensorFlow
+        tensor.tensor_shape.dim.add(size=size)
+    request.inputs["images"].CopyFrom(tensor)
+    code, message = grpc_error(prediction.Predict, request)
+    assert code == "INVALID_ARGUMENT" and "over this server's limit" in message
+    assert "[20000, 40, 40, 3]" in message
 
 
 def test_rest_unknown_model_and_version_status_are_404(server):
