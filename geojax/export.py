@@ -253,7 +253,7 @@ def export_workdir(
     config_file: str = "serving/models.config",
     model_name: str = "geojax",
     checkpoint: str = "best",
-    server: str | None = None,
+    server: str | None = "auto",
 ) -> int:
     """Export WORKDIR's checkpoint as the next version under `base_path`; returns the version."""
     import jax
@@ -320,16 +320,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model_name", default="geojax", help="model name in TF Serving")
     parser.add_argument("--checkpoint", default="best",
                         help="'best', 'latest' or a step number")
-    parser.add_argument("--server", default=None,
+    parser.add_argument("--server", default="auto",
                         help="gRPC host:port of a running model server: wait for the new "
-                             "version to load before labelling it")
+                             "version to load before labelling it; 'auto' (default): "
+                             "$GEOJAX_MODEL_SERVER or localhost:8500 if a server listens there; "
+                             "'none': never wait")
     args = parser.parse_args(argv)
     from geojax.registry import RegistryError
     from geojax.train import CheckpointError
 
     try:
         version = export_workdir(args.workdir, args.base_path, args.config_file,
-                                 args.model_name, args.checkpoint, args.server)
+                                 args.model_name, args.checkpoint,
+                                 None if args.server == "none" else args.server)
     except (ExportError, CheckpointError, RegistryError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

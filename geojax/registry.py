@@ -24,11 +24,13 @@ serving_config.md`, "Assigning String Labels to Model Versions"; the config is a
   must move to a version the current config does not list is moved in two writes: first the new
   version is listed with the labels unchanged; once it is AVAILABLE the label moves (the server
   updates labels before it unloads versions dropped by the same config).
-- "Available" is known by polling `ModelService.GetModelStatus` when a server address is given
-  (`server="host:port"`, gRPC), with a bounded wait; otherwise the registry sleeps
-  `poll_wait_seconds` between the two writes (default 0, right for tests and for a server that
-  is not running; for a running server use `server`, or at least its
-  `--model_config_file_poll_wait_seconds` plus the model's load time).
+- "Available" is known by polling `ModelService.GetModelStatus` (gRPC), with a bounded wait, at
+  the model server: `server="host:port"`, or by default (`AUTO_SERVER`) the one at
+  $GEOJAX_MODEL_SERVER or localhost:8500 when something listens there. If that server does not
+  load the version in time, the old config is put back and the command fails saying how to
+  finish. Only when no server listens (none is running: the config is then for its next start)
+  or with `server=None` does the registry write both phases without asking, `poll_wait_seconds`
+  apart. So a promote that returns success has been seen through by the server it found.
 - Start the server with `--allow_version_labels_for_unavailable_models=true`: at startup every
   label is new and no version is loaded yet.
 """
@@ -43,9 +45,11 @@ import fcntl
 import getpass
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -72,6 +76,13 @@ STATE_FILE = "registry.json"
 LOCK_FILE = ".registry.lock"
 METADATA_FILE = "metadata.json"
 STALE_INCOMING_SECONDS = 3600.0
+
+AUTO_SERVER = "auto"
+"""`Registry(server=AUTO_SERVER)`: wait at $GEOJAX_MODEL_SERVER (the proxy's variable) or
+DEFAULT_SERVER when something listens there; write without waiting when nothing does."""
+DEFAULT_SERVER = "localhost:8500"
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(ValueError):
@@ -245,8 +256,9 @@ class Registry:
     `serving_base_path` is `base_path` as the server sees it (e.g. `/models/geojax` inside the
     `tensorflow/serving` container; default: what the config file already says, else the
     absolute local path). `server` ("host:port", gRPC) lets label moves wait until TF Serving
-    has loaded the version, for at most `load_timeout_seconds`; without it they wait
-    `poll_wait_seconds`.
+    has loaded the version, for at most `load_timeout_seconds`; AUTO_SERVER (the default) finds
+    the server at $GEOJAX_MODEL_SERVER or DEFAULT_SERVER if one listens; None never asks a
+    server and waits `poll_wait_seconds` between the two writes.
     """
 
     def __init__(
@@ -256,7 +268,7 @@ class Registry:
         model_name: str = "geojax",
         serving_base_path: str | None = None,
         *,
-        server: str | None = None,
+        server: str | None = AUTO_SERVER,
         poll_wait_seconds: float = 0.0,
         load_timeout_seconds: float = 300.0,
     ) -> None:
@@ -591,8 +603,24 @@ class Registry:
         self._write_state(state)
         _write_atomically(self.config_file, self._config_text(current, *phases[-1]))
 
+    def _running_server(self) -> str | None:
+        """The server to wait at: the one given, or (AUTO_SERVER) the default one if anything
+        listens there; None when there is none to ask."""
+        if self.server != AUTO_SERVER:
+            return self.server
+        address = os.environ.get("GEOJAX_MODEL_SERVER") or DEFAULT_SERVER
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host or "localhost", int(port)), timeout=2):
+                return address
+        except (OSError, ValueError):
+            log.warning("no model server listens at %s: the config is written for its next "
+                        "start (a server running elsewhere: pass --server HOST:PORT)", address)
+            return None
+
     def _wait_until_available(self, versions: Sequence[int]) -> None:
-        if self.server is None:
+        server = self._running_server()
+        if server is None:
             time.sleep(self.poll_wait_seconds)
             return
         # Imported here: tensorflow_serving.apis imports all of TensorFlow.
@@ -602,7 +630,7 @@ class Registry:
         status_pb2 = get_model_status_pb2.ModelVersionStatus
         deadline = time.monotonic() + self.load_timeout_seconds
         last: dict[int, str] = dict.fromkeys(versions, "not polled")
-        with grpc.insecure_channel(self.server) as channel:
+        with grpc.insecure_channel(server) as channel:
             stub = model_service_pb2_grpc.ModelServiceStub(channel)
             pending = set(versions)
             while pending:
@@ -623,16 +651,19 @@ class Registry:
                             pending.discard(version)
                         elif status.status.error_code:
                             raise RegistryError(
-                                f"TF Serving at {self.server} failed to load {self.model_name} "
-                                f"version {version}: {status.status.error_message}; labels "
-                                "left where they were"
+                                f"the model server at {server} failed to load "
+                                f"{self.model_name} version {version}: "
+                                f"{status.status.error_message}; labels left where they were"
                             )
                 if pending and time.monotonic() >= deadline:
                     states = ", ".join(f"{v}: {last[v]}" for v in sorted(pending))
                     raise RegistryError(
-                        f"TF Serving at {self.server} did not make {self.model_name} version(s) "
-                        f"AVAILABLE within {self.load_timeout_seconds:g} s ({states}); labels "
-                        "left where they were"
+                        f"the model server at {server} did not make {self.model_name} "
+                        f"version(s) AVAILABLE within {self.load_timeout_seconds:g} s ({states});"
+                        " labels left where they were. Once it loads them, run the same command "
+                        "again; or give the server more time (--load_timeout_seconds), name "
+                        "another (--server HOST:PORT), or write the config without waiting "
+                        "(--server none)"
                     )
                 if pending:
                     time.sleep(0.2)
@@ -730,8 +761,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_name", default="geojax")
     parser.add_argument("--serving_base_path", default=None, help="base path as TF Serving sees it")
     parser.add_argument(
-        "--server", default=None, help="TF Serving gRPC host:port, to wait for versions to load"
-    )
+        "--server", default=AUTO_SERVER,
+        help="model server gRPC host:port to wait at until a version is AVAILABLE before a "
+             "label moves to it; 'auto' (default): $GEOJAX_MODEL_SERVER or localhost:8500 if "
+             "a server listens there; 'none': never wait (the config is for the next start)")
     parser.add_argument("--poll_wait_seconds", type=float, default=0.0)
     parser.add_argument("--load_timeout_seconds", type=float, default=300.0)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -753,12 +786,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI; returns the exit status (2 and `error: ...` on stderr for a user error)."""
     args = _parser().parse_args(argv)
+    logging.basicConfig(format="%(message)s")
     registry = Registry(
         args.base_path,
         args.config_file,
         args.model_name,
         args.serving_base_path,
-        server=args.server,
+        server=None if args.server == "none" else args.server,
         poll_wait_seconds=args.poll_wait_seconds,
         load_timeout_seconds=args.load_timeout_seconds,
     )
