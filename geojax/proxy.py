@@ -28,6 +28,8 @@ Settings (environment):
     GEOJAX_MODEL_BASE_PATH     the registry's model base path: version metrics and the drift
                                reference are read from VERSION/metadata.json   (unset: none)
     GEOJAX_TIMEOUT_S           model server timeout per call            (5)
+    GEOJAX_REQUEST_TIMEOUT_S   one deadline per request: no slot wait or model call starts
+                               after it (a call under way ends within GEOJAX_TIMEOUT_S)  (30)
     GEOJAX_MAX_UPLOAD_BYTES    request body limit                       (10485760)
     GEOJAX_MAX_PIXELS          decoded image pixel limit                (40000000)
     GEOJAX_MAX_SIDE            decoded image side limit, px             (20000)
@@ -54,6 +56,7 @@ import dataclasses
 import hmac
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -106,6 +109,7 @@ class ProxySettings:
     model_label: str = "production"
     model_base_path: str | None = None
     timeout_s: float = 5.0
+    request_timeout_s: float = 30.0
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_side: int = 20_000
@@ -235,13 +239,29 @@ class Proxy:
         self._lock = threading.Lock()
         self._decoded = threading.BoundedSemaphore(settings.max_decoded)
         self._model_calls = threading.BoundedSemaphore(settings.max_model_calls)
+        self._request = threading.local()  # each request runs in one worker thread
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        """One request's work (in its worker thread), under its GEOJAX_REQUEST_TIMEOUT_S."""
+        self._request.deadline = time.monotonic() + self.settings.request_timeout_s
+        try:
+            yield
+        finally:
+            self._request.deadline = None
+
+    def _remaining(self) -> float:
+        deadline = getattr(self._request, "deadline", None)
+        return math.inf if deadline is None else deadline - time.monotonic()
 
     @contextlib.contextmanager
     def _turn(self, semaphore: threading.BoundedSemaphore, what: str) -> Iterator[None]:
-        """Wait (at most the timeout) for one of `semaphore`'s slots; 503 when none frees."""
-        if not semaphore.acquire(timeout=self.settings.timeout_s):
-            raise HTTPException(503, f"busy: no {what} slot freed within "
-                                     f"{self.settings.timeout_s:g} s; retry later")
+        """Wait (at most the timeout, and not past the request's deadline) for one of
+        `semaphore`'s slots; 503 when none frees."""
+        wait = min(self.settings.timeout_s, self._remaining())
+        if wait <= 0 or not semaphore.acquire(timeout=wait):
+            raise HTTPException(503, f"busy: no {what} slot freed within the request's time "
+                                     "(GEOJAX_TIMEOUT_S, GEOJAX_REQUEST_TIMEOUT_S); retry later")
         try:
             yield
         finally:
@@ -500,7 +520,8 @@ def create_app(settings: ProxySettings | None = None,
 
     def predict_sync(data: bytes, source: str) -> dict[str, Any]:
         start = time.perf_counter()
-        view, probabilities, server = classify_images([(data, source)], "/predict")
+        with proxy.request():
+            view, probabilities, server = classify_images([(data, source)], "/predict")
         return {**prediction_json(probabilities[0]), "model": proxy.model_json(view),
                 "timing_ms": {"model_server": server * 1000,
                               "total": (time.perf_counter() - start) * 1000}}
@@ -514,7 +535,8 @@ def create_app(settings: ProxySettings | None = None,
 
     def predict_batch_sync(items: list[tuple[bytes, str]]) -> dict[str, Any]:
         start = time.perf_counter()
-        view, probabilities, server = classify_images(items, "/predict/batch")
+        with proxy.request():
+            view, probabilities, server = classify_images(items, "/predict/batch")
         return {"predictions": [prediction_json(p) for p in probabilities],
                 "model": proxy.model_json(view),
                 "timing_ms": {"model_server": server * 1000,
@@ -548,7 +570,7 @@ def create_app(settings: ProxySettings | None = None,
     def detect_sync(data: bytes, source: str, method: str, confidence: float, iou: float,
                     annotate: bool) -> Any:
         start = time.perf_counter()
-        with proxy.full_size_image(data, source) as image:
+        with proxy.request(), proxy.full_size_image(data, source) as image:
             return detect_image(image, start, method, confidence, iou, annotate)
 
     def detect_image(image: np.ndarray, start: float, method: str, confidence: float,

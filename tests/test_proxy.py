@@ -411,3 +411,8 @@ def test_full_size_images_and_model_calls_wait_for_a_slot_then_get_503():
     with proxy._turn(proxy._model_calls, "model server call"), \
             pytest.raises(HTTPException, match="busy"):
         proxy._call(lambda: None)
+    # One deadline per request: once it has passed, no wait and no model call starts.
+    late = Proxy(ProxySettings(request_timeout_s=0.0))
+    with late.request(), pytest.raises(HTTPException, match="busy"):
+        late._call(lambda: None)
+    assert late._call(lambda: "outside a request") == "outside a request"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 
 import cv2
@@ -41,7 +42,10 @@ def _header_size(data: bytes, source: str) -> tuple[int, int]:
     except Image.DecompressionBombError as err:
         raise ImageError(f"{source}: image is too large to decode ({err})") from err
     except Exception as err:  # PIL raises many types for garbage; all mean the same here
-        raise ImageError(f"{source}: not a readable image ({type(err).__name__}: {err})") from err
+        # PIL names its file object ("<_io.BytesIO object at 0x7f...>"): no addresses out.
+        reason = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(err))
+        raise ImageError(f"{source}: not a readable image ({type(err).__name__}: "
+                         f"{reason})") from err
 
 
 def check_size(width: int, height: int, source: str = "upload",
