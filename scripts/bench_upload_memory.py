@@ -10,19 +10,24 @@ upload costs the proxy. `--checkout DIR` runs the servers from another checkout 
 of an older commit) to compare before and after on the same machine.
 
 Cases: a 16-megapixel (4000x4000) PNG to /predict and /detect, four of them to /predict/batch,
-and a 20000x100 strip to /predict and /detect.
+a 20000x100 strip to /predict and /detect; with `--bad_inputs` also the bad uploads of
+docs/reliability.md (empty, garbage, truncated, a 30000x30000 header, a 1,000,000x40 strip, a
+2,000,000x1 BMP, an over-limit body sent in chunks), each with its status and reply.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,6 +109,46 @@ def scene(height: int, width: int, seed: int = 0) -> bytes:
     return encode_png(image)
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height and holds no pixel data (a decompression bomb's
+    header: the guard must refuse it from the header alone)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def bad_inputs() -> list[tuple[str, str, dict]]:
+    import cv2
+
+    garbage = b"this is not an image"
+    truncated = encode_png(np.zeros((64, 64, 3), np.uint8))[:80]
+    long_strip = encode_png(np.zeros((40, 1_000_000, 3), np.uint8))
+    bmp = cv2.imencode(".bmp", np.zeros((1, 2_000_000, 3), np.uint8))[1].tobytes()
+    big = os.urandom(11 * 1024 * 1024)
+
+    def chunks(payload: bytes) -> Iterator[bytes]:
+        for start in range(0, len(payload), 65536):
+            yield payload[start:start + 65536]
+
+    as_json = json.dumps({"image": big.hex()}).encode()
+    return [
+        ("/predict", "empty file", {"files": {"file": ("e.png", b"")}}),
+        ("/predict", "20 bytes of text", {"files": {"file": ("g.png", garbage)}}),
+        ("/predict", "truncated PNG", {"files": {"file": ("t.png", truncated)}}),
+        ("/predict", "30000x30000 PNG header", {"files": {"file": ("b.png",
+                                                                    png_header(30000, 30000))}}),
+        ("/predict", f"1,000,000x40 PNG ({len(long_strip) // 1000} KB)",
+         {"files": {"file": ("l.png", long_strip)}}),
+        ("/detect", f"1,000,000x40 PNG ({len(long_strip) // 1000} KB)",
+         {"files": {"file": ("l.png", long_strip)}}),
+        ("/predict", "2,000,000x1 BMP", {"files": {"file": ("w.bmp", bmp)}}),
+        ("/predict", "22 MB JSON in chunks, no length",
+         {"content": chunks(as_json), "headers": {"content-type": "application/json"}}),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_config", type=Path, default=REPO / "runs/demo/models.config")
@@ -112,6 +157,8 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, default=REPO,
                         help="run the servers' geojax from this checkout (a git worktree of "
                              "another commit); default this one")
+    parser.add_argument("--bad_inputs", action="store_true",
+                        help="also send the bad uploads (status, reply excerpt, peak memory)")
     args = parser.parse_args()
     env = {"PYTHONPATH": str(args.checkout.resolve())}
     photo = scene(4000, 4000)
@@ -124,9 +171,11 @@ def main() -> None:
         ("/predict", "20000x100 PNG", {"files": {"file": ("s.png", strip)}}),
         ("/detect", "20000x100 PNG", {"files": {"file": ("s.png", strip)}}),
     ]
+    if args.bad_inputs:
+        cases += bad_inputs()
     print(f"upload sizes: 16 Mpx PNG {len(photo) / 1e3:.0f} KB, strip {len(strip) / 1e3:.0f} KB")
-    print("| endpoint | upload | status | seconds | proxy peak over its resident set |")
-    print("|---|---|---:|---:|---:|")
+    print("| endpoint | upload | status | seconds | proxy peak over its resident set | reply |")
+    print("|---|---|---:|---:|---:|---|")
     with servers(args.python, args.model_config.resolve(), env, args.checkout) as (pid, url):
         small = {"files": {"file": ("w.png", scene(64, 64))}}
         httpx.post(url + "/predict", timeout=120, **small)
@@ -138,8 +187,10 @@ def main() -> None:
             response = httpx.post(url + endpoint, timeout=600, **payload)
             seconds = time.perf_counter() - start
             peak = status_kib(pid, "VmHWM")
+            reply = response.text if response.status_code != 200 else ""
+            reply = reply.replace("|", "/")[:90]
             print(f"| {endpoint} | {what} | {response.status_code} | {seconds:.2f} | "
-                  f"{(peak - before) / 1024:,.0f} MiB |", flush=True)
+                  f"{(peak - before) / 1024:,.0f} MiB | {reply} |", flush=True)
 
 
 if __name__ == "__main__":

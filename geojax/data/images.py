@@ -40,7 +40,7 @@ def _header_size(data: bytes, source: str) -> tuple[int, int]:
             with Image.open(io.BytesIO(data)) as probe:
                 return probe.size
     except Image.DecompressionBombError as err:
-        raise ImageError(f"{source}: image is too large to decode ({err})") from err
+        raise ImageTooLarge(f"{source}: image is too large to decode ({err})") from err
     except Exception as err:  # PIL raises many types for garbage; all mean the same here
         # PIL names its file object ("<_io.BytesIO object at 0x7f...>"): no addresses out.
         reason = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(err))
