@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from geojax import CLASSES, SHAPE_THRESHOLD
-from geojax.data.images import resize_to
+from geojax.core.images import resize_to
 
 METHODS: tuple[str, ...] = ("contours", "sliding_window", "selective_search")
 DEFAULT_FILL = 0.8

@@ -382,7 +382,7 @@ def main(argv: Sequence[str]) -> None:
 
     from absl import flags
 
-    from geojax.data import ImageError
+    from geojax.core.images import ImageError
     from geojax.train import CheckpointError
 
     del argv

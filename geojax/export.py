@@ -9,7 +9,7 @@ dimension polymorphic; the server needs `--xla_cpu_compilation_enabled=true`) ha
 - `serving_default`: `images` tf.string [N], encoded PNG/JPEG/BMP/GIF of any size and mode
   (REST clients send {"b64": ...}). Decoded, alpha composited over white, padded to square with
   the border's median colour and resized inside the graph: the same preparation as
-  `geojax.data.images.resize_to`.
+  `geojax.core.images.resize_to`.
 - `predict_pixels`: `images` float32 [N, S, S, 3] in [0, 1] at the model's input size (what the
   detection proxy sends for a batch of crops).
 
@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from geojax import SHAPE_THRESHOLD
-from geojax.artefact import PIXELS_SIGNATURE, SERVING_SIGNATURE, WARMUP_FILE
+from geojax.core.artefact import PIXELS_SIGNATURE, SERVING_SIGNATURE, WARMUP_FILE
 
 PARITY_TOLERANCE = 1e-4
 PARITY_BATCH = 32
@@ -69,7 +69,7 @@ def decode_for_model(tf: Any, data: Any, size: int) -> Any:
     alpha = tf.cond(tf.equal(channels % 2, 0), lambda: image[..., -1:],
                     lambda: tf.ones_like(image[..., :1]))
     image = color * alpha + (1.0 - alpha)
-    # As geojax.data.images.resize_to: the longer side scaled to `size` first, then the
+    # As geojax.core.images.resize_to: the longer side scaled to `size` first, then the
     # shorter padded with the median border colour (a long strip never becomes a huge square).
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     border = tf.concat([image[0], image[-1], image[:, 0], image[:, -1]], axis=0)
@@ -259,8 +259,8 @@ def export_workdir(
     import jax
 
     from geojax import CLASSES, drift, evaluate
+    from geojax.core.images import encode_png
     from geojax.data import eval_split
-    from geojax.data.images import encode_png
     from geojax.registry import Registry
 
     started = time.perf_counter()

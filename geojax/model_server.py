@@ -118,7 +118,7 @@ from typing import Any
 
 import numpy as np
 
-from geojax.artefact import WARMUP_FILE, versions_on_disk
+from geojax.core.artefact import WARMUP_FILE, versions_on_disk
 
 log = logging.getLogger("geojax.model_server")
 

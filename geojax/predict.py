@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from geojax import CLASSES, SHAPE_THRESHOLD
-from geojax.artefact import PIXELS_SIGNATURE, SAVED_MODEL_FILE, versions_on_disk
-from geojax.data.images import ImageError, encode_png, load_image, resize_to
+from geojax.core.artefact import PIXELS_SIGNATURE, SAVED_MODEL_FILE, versions_on_disk
+from geojax.core.images import ImageError, encode_png, load_image, resize_to
 from geojax.detect import METHODS, DetectionResult, detect, draw_detections
 
 

@@ -81,7 +81,7 @@ from starlette.concurrency import run_in_threadpool
 
 from geojax import CLASSES
 from geojax import detect as detection
-from geojax.data.images import ImageError, ImageTooLarge, decode_image, encode_png, resize_to
+from geojax.core.images import ImageError, ImageTooLarge, decode_image, encode_png, resize_to
 from geojax.drift import PSI_DRIFT_THRESHOLD, DriftMonitor, image_statistics
 from geojax.predict import prediction_json
 from geojax.serving_client import ModelServerClient, ModelServerError

@@ -61,7 +61,7 @@ from typing import Any, TypeGuard
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from geojax.artefact import versions_on_disk
+from geojax.core.artefact import versions_on_disk
 
 STAGES: tuple[str, ...] = ("development", "staging", "production")
 """TF Serving version labels, in promotion order; `register` gives a new version the first."""

@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
+import types
 from typing import Any
 
 import grpc
 import httpx
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
 
-from geojax.artefact import PIXELS_SIGNATURE
+from geojax.core.artefact import PIXELS_SIGNATURE
 
 ENCODED_SIGNATURE = "serving_default"
 PROTOCOLS = ("grpc", "rest")
@@ -50,22 +44,45 @@ class Prediction:
     version: int | None
 
 
-def _float_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
+@functools.cache
+def _apis() -> types.SimpleNamespace:
+    """TF Serving's gRPC messages and stubs. Deferred to the first gRPC call: the protos live
+    in TensorFlow's package, and importing them runs all of TensorFlow's (and JAX's) import;
+    a proxy on the REST protocol never loads either."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    return types.SimpleNamespace(
+        tensor_pb2=tensor_pb2, tensor_shape_pb2=tensor_shape_pb2, types_pb2=types_pb2,
+        get_model_metadata_pb2=get_model_metadata_pb2, get_model_status_pb2=get_model_status_pb2,
+        model_service_pb2_grpc=model_service_pb2_grpc, predict_pb2=predict_pb2,
+        prediction_service_pb2_grpc=prediction_service_pb2_grpc)
+
+
+def _float_tensor(array: np.ndarray) -> Any:
+    pb = _apis()
     array = np.ascontiguousarray(array, np.float32)
-    shape = tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
-    return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape,
-                                  tensor_content=array.tobytes())
+    shape = pb.tensor_shape_pb2.TensorShapeProto(
+        dim=[pb.tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
+    return pb.tensor_pb2.TensorProto(dtype=pb.types_pb2.DT_FLOAT, tensor_shape=shape,
+                                     tensor_content=array.tobytes())
 
 
-def _string_tensor(values: list[bytes]) -> tensor_pb2.TensorProto:
-    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(
+def _string_tensor(values: list[bytes]) -> Any:
+    pb = _apis()
+    shape = pb.tensor_shape_pb2.TensorShapeProto(dim=[pb.tensor_shape_pb2.TensorShapeProto.Dim(
         size=len(values))])
-    return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape,
-                                  string_val=values)
+    return pb.tensor_pb2.TensorProto(dtype=pb.types_pb2.DT_STRING, tensor_shape=shape,
+                                     string_val=values)
 
 
-def _to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
+def _to_array(proto: Any) -> np.ndarray:
     shape = [d.size for d in proto.tensor_shape.dim]
     if proto.tensor_content:
         return np.frombuffer(proto.tensor_content, np.float32).reshape(shape)
@@ -95,9 +112,15 @@ class ModelServerClient:
         self.protocol = protocol
         self.timeout_s = timeout_s
         self._channel = grpc.insecure_channel(grpc_target)
-        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._http = httpx.Client(timeout=timeout_s)
+
+    @functools.cached_property
+    def _predict(self) -> Any:
+        return _apis().prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+
+    @functools.cached_property
+    def _models(self) -> Any:
+        return _apis().model_service_pb2_grpc.ModelServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -169,7 +192,7 @@ class ModelServerClient:
             outputs = payload["outputs"]
             probs = outputs["probabilities"] if isinstance(outputs, dict) else outputs
             return Prediction(np.asarray(probs, np.float32), None)
-        request = predict_pb2.PredictRequest()
+        request = _apis().predict_pb2.PredictRequest()
         self._spec(request.model_spec)
         request.model_spec.signature_name = PIXELS_SIGNATURE
         request.inputs["images"].CopyFrom(_float_tensor(images))
@@ -190,7 +213,7 @@ class ModelServerClient:
             payload = self._rest("POST", self._rest_path() + ":predict", body)
             rows = payload["predictions"]
             return Prediction(np.asarray([r["probabilities"] for r in rows], np.float32), None)
-        request = predict_pb2.PredictRequest()
+        request = _apis().predict_pb2.PredictRequest()
         self._spec(request.model_spec)
         request.model_spec.signature_name = ENCODED_SIGNATURE
         request.inputs["images"].CopyFrom(_string_tensor(list(images)))
@@ -206,14 +229,14 @@ class ModelServerClient:
         """The model's versions and their states, as TF Serving reports them."""
         if self.protocol == "rest":
             return self._rest("GET", self._rest_path())["model_version_status"]
-        request = get_model_status_pb2.GetModelStatusRequest()
+        request = _apis().get_model_status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec)
         try:
             response = self._models.GetModelStatus(request, timeout=self.timeout_s)
         except grpc.RpcError as err:
             raise self._grpc_error(err) from err
         return [{"version": str(s.version),
-                 "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state)}
+                 "state": _apis().get_model_status_pb2.ModelVersionStatus.State.Name(s.state)}
                 for s in response.model_version_status]
 
     def served_signature(self) -> tuple[int, int]:
@@ -224,14 +247,14 @@ class ModelServerClient:
             signatures = payload["metadata"]["signature_def"]["signature_def"]
             dims = signatures[PIXELS_SIGNATURE]["inputs"]["images"]["tensor_shape"]["dim"]
             return int(payload["model_spec"]["version"]), int(dims[1]["size"])
-        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        request = _apis().get_model_metadata_pb2.GetModelMetadataRequest()
         self._spec(request.model_spec)
         request.metadata_field.append("signature_def")
         try:
             response = self._predict.GetModelMetadata(request, timeout=self.timeout_s)
         except grpc.RpcError as err:
             raise self._grpc_error(err) from err
-        signatures = get_model_metadata_pb2.SignatureDefMap()
+        signatures = _apis().get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signatures)
         dims = signatures.signature_def[PIXELS_SIGNATURE].inputs["images"].tensor_shape.dim
         return int(response.model_spec.version.value), int(dims[1].size)

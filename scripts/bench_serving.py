@@ -177,8 +177,8 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+    from geojax.core.images import encode_png, resize_to
     from geojax.data import compose_scene
-    from geojax.data.images import encode_png, resize_to
     from geojax.detect import METHODS, propose_regions
     from geojax.predict import ModelError, find_saved_model
     from geojax.serving_client import ModelServerClient

@@ -37,7 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # geojax of this checkout when run as a script
 
-from geojax.data.images import encode_png  # noqa: E402
+from geojax.core.images import encode_png  # noqa: E402
 
 
 def free_port() -> int:

@@ -58,7 +58,7 @@ def tiny_saved_model(tmp_path_factory) -> Path:
     with open(shared / "tiny_saved_model.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.is_dir():
-            from geojax.data.images import encode_png
+            from geojax.core.images import encode_png
             from geojax.export import export_saved_model
 
             model, variables = tiny_model()

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from geojax import CLASSES
-from geojax.data import ImageError, list_folder, load_folder
+from geojax.core.images import ImageError
+from geojax.data import list_folder, load_folder
 from geojax.data.__main__ import main as data_cli
 
 

@@ -265,8 +265,8 @@ def stack(tiny_saved_model, tmp_path_factory):
 def traffic(client: httpx.Client) -> None:
     """Requests that give every proxy metric a sample: a batch as large as the drift window,
     a detection, and a bad upload."""
+    from geojax.core.images import encode_png
     from geojax.data import compose_scene
-    from geojax.data.images import encode_png
 
     files = [("files", (f"{i}.png", encode_png(image), "image/png"))
              for i, image in enumerate(tiny_samples(10))]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from geojax import CLASSES
-from geojax.artefact import WARMUP_FILE
+from geojax.core.artefact import WARMUP_FILE
+from geojax.core.images import encode_png, resize_to
 from geojax.data import render_shape
-from geojax.data.images import encode_png, resize_to
 from geojax.export import saved_model_probabilities
 
 from conftest import TINY_SIZE, tiny_model

@@ -4,8 +4,14 @@ import cv2
 import numpy as np
 import pytest
 
-from geojax.data import ImageError, decode_image, load_image, resize_to
-from geojax.data.images import ImageTooLarge, encode_png
+from geojax.core.images import (
+    ImageError,
+    ImageTooLarge,
+    decode_image,
+    encode_png,
+    load_image,
+    resize_to,
+)
 
 
 def test_modes_become_rgb8(tmp_path):

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from geojax.data.images import encode_png
+from geojax.core.images import encode_png
 
 from conftest import TINY_SIZE, free_port, tiny_samples
 

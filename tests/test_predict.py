@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from geojax import CLASSES, SHAPE_THRESHOLD
-from geojax.data import compose_scene, load_image, render_shape
-from geojax.data.images import encode_png, resize_to
+from geojax.core.images import encode_png, load_image, resize_to
+from geojax.data import compose_scene, render_shape
 from geojax.predict import (
     ModelError,
     MultiShapeDetector,
@@ -58,7 +58,7 @@ def test_find_saved_model_takes_the_highest_version(tmp_path):
     assert find_saved_model(tmp_path) == tmp_path / "10"
     # Only ASCII digits name a version, as TF Serving reads them; the registry and the local
     # model server list versions through the same function.
-    from geojax.artefact import versions_on_disk
+    from geojax.core.artefact import versions_on_disk
     from geojax.registry import Registry
 
     assert sorted(versions_on_disk(tmp_path)) == [1, 9, 10, 11]

@@ -21,8 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from geojax import CLASSES, SHAPE_THRESHOLD
+from geojax.core.images import encode_png, resize_to
 from geojax.data import compose_scene
-from geojax.data.images import encode_png, resize_to
 from geojax.detect import precision_recall
 from geojax.drift import image_statistics, profile
 from geojax.export import saved_model_probabilities
@@ -416,3 +416,18 @@ def test_full_size_images_and_model_calls_wait_for_a_slot_then_get_503():
     with late.request(), pytest.raises(HTTPException, match="busy"):
         late._call(lambda: None)
     assert late._call(lambda: "outside a request") == "outside a request"
+
+
+def test_the_proxy_imports_no_training_stack():
+    """The serving side is built on geojax.core: importing the proxy (and building its app on
+    the REST protocol) loads none of the training libraries, nor TensorFlow."""
+    code = (
+        "import sys\n"
+        "from geojax.proxy import ProxySettings, create_app\n"
+        "create_app(ProxySettings(protocol='rest'))\n"
+        "heavy = ('jax', 'flax', 'optax', 'orbax', 'albumentations', 'wandb', 'clu', "
+        "'tensorflow')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -20,8 +20,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from geojax.core.images import encode_png
 from geojax.data import compose_scene
-from geojax.data.images import encode_png
 from geojax.registry import Registry
 
 from conftest import free_port

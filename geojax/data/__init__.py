@@ -4,34 +4,31 @@
     drawing      geojax.data.render    render_shape, render_no_shape, draw_shape (OpenCV)
     scenes       geojax.data.scenes    compose_scene (ground truth for detection)
     files        geojax.data.dataset   write_dataset, write_scenes, list_folder, load_folder
-    images       geojax.data.images    decode_image, load_image (any mode, size-guarded)
+    images       geojax.core.images    decode_image, load_image (any mode, size-guarded)
     augmentation geojax.data.augment   albumentations, label-preserving
     batches      geojax.data.pipeline  train_batches, eval_split
     CLI          python -m geojax.data generate | scenes
+
+Reading images (decode, load, resize) is `geojax.core.images`, shared with the serving side.
 """
 
 from geojax.data.dataset import list_folder, load_folder, write_dataset, write_scenes
-from geojax.data.images import ImageError, decode_image, load_image, resize_to
 from geojax.data.pipeline import default_data_config, eval_split, train_batches
 from geojax.data.render import RenderedShape, render_no_shape, render_shape
 from geojax.data.scenes import Scene, compose_scene
 from geojax.data.shapes import ShapeParams, sample_shape, shape_outline
 
 __all__ = [
-    "ImageError",
     "RenderedShape",
     "Scene",
     "ShapeParams",
     "compose_scene",
-    "decode_image",
     "default_data_config",
     "eval_split",
     "list_folder",
     "load_folder",
-    "load_image",
     "render_no_shape",
     "render_shape",
-    "resize_to",
     "sample_shape",
     "shape_outline",
     "train_batches",

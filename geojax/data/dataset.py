@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from geojax import CLASSES
-from geojax.data.images import load_image, resize_to
+from geojax.core.images import load_image, resize_to
 from geojax.data.render import render_shape
 from geojax.data.scenes import compose_scene
 
