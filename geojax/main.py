@@ -1,8 +1,9 @@
 """Command line for training: `python -m geojax.main --config experiments/quick.py --workdir W`.
 
 `--config.key=value` overrides any config field; rerunning the same command resumes from the
-workdir's latest checkpoint. User errors (unknown config field, bad value, unreadable
-checkpoint) exit with a one-paragraph message instead of a traceback. The console shows
+workdir's latest checkpoint. User errors (unknown config field, a bad value in any section:
+training, data or model, an unreadable checkpoint) print `geojax.main: message` and exit 2
+before anything is written; no traceback. The console shows
 geojax's own lines, the metrics and clu's progress line (steps/s, ETA); `--verbose` adds the
 libraries' INFO logging.
 """
@@ -11,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -75,9 +77,14 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         # config_flags defers a config file's load error until the config is first used.
         _CONFIG.value.keys()
     except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
-        sys.exit(f"FATAL Flags parsing error: {_config_error_message(e, argv)}\n"
-                 "Pass --helpfull to see help on flags.")
+        user_error(f"{_config_error_message(e, argv)} (--helpfull lists the flags)")
     return args
+
+
+def user_error(message: str) -> NoReturn:
+    """The one exit for a user's mistake: `geojax.main: message` on stderr, status 2."""
+    print(f"geojax.main: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def format_dry_run(plan: dict) -> str:
@@ -117,7 +124,7 @@ def main(argv: Sequence[str]) -> None:
             return
         train.train_and_evaluate(_CONFIG.value, workdir)
     except (train.ConfigError, train.CheckpointError, train.NonFiniteError) as e:
-        sys.exit(f"geojax.main: {e}")
+        user_error(str(e))
 
 
 if __name__ == "__main__":

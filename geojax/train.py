@@ -115,12 +115,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         problems.append(f"ema_decay={config.ema_decay} must be in [0, 1) (0: no EMA)")
     if config.max_nonfinite_steps < 1:
         problems.append(f"max_nonfinite_steps={config.max_nonfinite_steps} must be >= 1")
+    if not config.learning_rate > 0:
+        problems.append(f"learning_rate={config.learning_rate} must be > 0")
     for field in ("warmup_steps", "weight_decay", "label_smoothing", "early_stopping_patience",
-                  "eval_batch_size"):
+                  "eval_batch_size", "end_lr_factor"):
         if config[field] < 0:
             problems.append(f"{field}={config[field]} must be >= 0")
     if config.checkpoint.max_to_keep < 1:
         problems.append(f"checkpoint.max_to_keep={config.checkpoint.max_to_keep} must be >= 1")
+    try:
+        pipeline.check_data_config(config.data)
+    except (ValueError, OSError) as err:
+        problems.append(str(err))
+    try:
+        create_model(config)  # the Flax module only: no parameters, nothing compiled
+    except (ValueError, TypeError) as err:
+        problems.append(f"model: {err}")
     if problems:
         raise ConfigError("bad config: " + "; ".join(problems))
 
@@ -487,7 +497,6 @@ def dry_run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     data.source='device' drawing the batch is included) and the compiled step's memory per
     device. Writes nothing."""
     check_config(config)
-    pipeline.check_data_config(config.data)
     config = ml_collections.ConfigDict(config.to_dict())
     config.model = model_config(config)
     training = create_training(config)

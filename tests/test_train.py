@@ -94,10 +94,27 @@ def test_a_step_with_a_non_finite_loss_is_skipped_and_a_run_of_them_stops_traini
     values = {**TINY, "learning_rate": 1e30, "warmup_steps": 0, "total_steps": 40,
               "max_nonfinite_steps": 3, "eval_every_steps": 40, "checkpoint_every_steps": 40}
     result = run(main_command("quick", tmp_path / "diverged", values))
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "geojax.main: the loss or gradients were not finite for 3 steps in a row" in (
         result.stderr)
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("override", "named"), [
+    ("learning_rate=-1", "learning_rate=-1"),                       # training
+    ("data.source=tape", "data.source='tape'"),                     # data
+    ("model.name=foo", "unknown model 'foo'"),                      # model
+    ("model.widht=2", "--config.model.widht names a field"),       # a misspelt field
+])
+def test_a_bad_config_value_exits_2_naming_the_field_and_writes_nothing(tmp_path, override,
+                                                                        named):
+    workdir = tmp_path / "never"
+    result = run([*main_command("quick", workdir, TINY), f"--config.{override}"])
+    assert result.returncode == 2, result.stderr[-2000:]
+    ours = [line for line in result.stderr.splitlines() if line.startswith("geojax.main: ")]
+    assert len(ours) == 1 and named in ours[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not workdir.exists()
 
 
 def test_shape_free_images_train_toward_uniform_and_are_left_out_of_accuracy():

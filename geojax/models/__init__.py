@@ -120,6 +120,15 @@ def create_model(model_config: ml_collections.ConfigDict) -> Classifier:
         )
     if config.trainable_blocks < 0:
         raise ValueError(f"trainable_blocks must be >= 0, got {config.trainable_blocks}")
+    if "width" in config and not config.width > 0:
+        raise ValueError(f"width must be > 0 (a multiplier of the stage widths), got "
+                         f"{config.width}")
+    if "patch" in config and config.patch < 1:
+        raise ValueError(f"patch must be >= 1 (1: no space-to-depth), got {config.patch}")
+    if any(w < 1 for w in config.head_widths) or any(
+            not 0 <= d < 1 for d in config.head_dropout):
+        raise ValueError(f"head_widths must be >= 1 and head_dropout in [0, 1), got "
+                         f"{tuple(config.head_widths)} and {tuple(config.head_dropout)}")
     dtype = jnp.dtype(config.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be a float type such as 'bfloat16', got {config.dtype!r}")
