@@ -38,6 +38,10 @@ def get_config(model: str = "se_resnet") -> ml_collections.ConfigDict:
     # > 0: keep an exponential moving average of the parameters and BatchNorm statistics
     # (decay per step); evaluation, the best checkpoint, evaluate, predict and export use it.
     config.ema_decay = 0.0
+    # > 1: each step's batch runs as this many micro-batches, one after the other, with their
+    # gradients averaged into one update (the large batch's gradient in 1/k of the activation
+    # memory; BatchNorm sees each micro-batch's own statistics).
+    config.grad_accum_steps = 1
     # A step whose loss or gradients are not finite is skipped; this many in a row stop
     # training with a message naming the steps (their batches depend only on seed and step).
     config.max_nonfinite_steps = 5

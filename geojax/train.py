@@ -113,6 +113,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         problems.append(str(err))
     if not 0.0 <= config.ema_decay < 1.0:
         problems.append(f"ema_decay={config.ema_decay} must be in [0, 1) (0: no EMA)")
+    if config.get("grad_accum_steps", 1) < 1:
+        problems.append(f"grad_accum_steps={config.grad_accum_steps} must be >= 1 (1: none)")
     if config.max_nonfinite_steps < 1:
         problems.append(f"max_nonfinite_steps={config.max_nonfinite_steps} must be >= 1")
     if not config.learning_rate > 0:
@@ -326,9 +328,16 @@ def train_step(
     tx: optax.GradientTransformation,
     label_smoothing: float,
     ema_decay: float = 0.0,
+    grad_accum_steps: int = 1,
 ) -> tuple[TrainState, TrainMetrics]:
     """One optimizer step on this device's slice of the global batch (and, with `ema_decay`,
-    one step of the parameters' and BatchNorm statistics' moving averages)."""
+    one step of the parameters' and BatchNorm statistics' moving averages).
+
+    With `grad_accum_steps` = k > 1 the slice is split into k equal micro-batches, run one
+    after the other (`lax.scan`: one micro-batch's activations in memory at a time); their
+    gradients are averaged into one update, the large batch's gradient. BatchNorm normalises
+    each micro-batch by its own statistics (as on k devices) and its running averages take k
+    updates."""
     # Dropout differs per device and per step, yet is fixed by (rng, step, device).
     dropout_rng = jax.random.fold_in(
         jax.random.fold_in(state.rng, state.step), lax.axis_index(DATA_AXIS)
@@ -336,12 +345,12 @@ def train_step(
     images = batch["image"].astype(jnp.float32) / 255.0
     labels = batch["label"]
 
-    def loss_fn(params):
+    def loss_fn(params, batch_stats, images, labels, rng):
         logits, updates = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
+            {"params": params, "batch_stats": batch_stats},
             images,
             train=True,
-            rngs={"dropout": dropout_rng},
+            rngs={"dropout": rng},
             mutable=["batch_stats"],
         )
         loss = cross_entropy_loss(logits, labels, label_smoothing)
@@ -350,7 +359,27 @@ def train_step(
     # Differentiate this device's loss alone (params marked device-varying), then average:
     # the mean of equal-sized shard means is the global-batch gradient.
     local_params = lax.pcast(state.params, DATA_AXIS, to="varying")
-    grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(local_params)
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if grad_accum_steps == 1:
+        grads, (loss, logits, batch_stats) = grad_fn(local_params, state.batch_stats, images,
+                                                     labels, dropout_rng)
+    else:
+        k = grad_accum_steps
+        micro = (images.reshape(k, -1, *images.shape[1:]), labels.reshape(k, -1),
+                 jax.random.split(dropout_rng, k))
+
+        def accumulate(carry, inputs):
+            total, stats = carry
+            g, (micro_loss, micro_logits, stats) = grad_fn(local_params, stats, *inputs)
+            return (jax.tree.map(jnp.add, total, g), stats), (micro_loss, micro_logits)
+
+        first = jax.tree.map(lambda a: a[0], micro)
+        g0, (loss0, logits0, stats0) = grad_fn(local_params, state.batch_stats, *first)
+        rest = jax.tree.map(lambda a: a[1:], micro)
+        (total, batch_stats), (losses, logits_rest) = lax.scan(accumulate, (g0, stats0), rest)
+        grads = jax.tree.map(lambda g: g / k, total)
+        loss = jnp.concatenate([loss0, losses.reshape(-1)])
+        logits = jnp.concatenate([logits0, logits_rest.reshape(-1, logits0.shape[-1])])
     grads = lax.pmean(grads, DATA_AXIS)
     mean_loss = lax.pmean(loss.mean(), DATA_AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -420,6 +449,7 @@ def make_parallel_steps(
     label_smoothing: float,
     make_batch: Callable[[jax.Array], Any] | None = None,
     ema_decay: float = 0.0,
+    grad_accum_steps: int = 1,
 ) -> tuple[Callable, Callable]:
     """Jitted data-parallel train and predict steps: state replicated, batch split on 'data'.
 
@@ -428,11 +458,12 @@ def make_parallel_steps(
     incoming state's buffers.
     """
     step_fn = functools.partial(train_step, model=model, tx=tx, label_smoothing=label_smoothing,
-                                ema_decay=ema_decay)
+                                ema_decay=ema_decay, grad_accum_steps=grad_accum_steps)
     in_specs: tuple = (P(), P(DATA_AXIS))
     if make_batch is not None:
         step_fn = functools.partial(device_data_train_step, make_batch=make_batch, model=model,
-                                    tx=tx, label_smoothing=label_smoothing, ema_decay=ema_decay)
+                                    tx=tx, label_smoothing=label_smoothing, ema_decay=ema_decay,
+                                    grad_accum_steps=grad_accum_steps)
         in_specs = (P(),)
     parallel_train = jax.shard_map(
         step_fn, mesh=mesh, in_specs=in_specs, out_specs=(P(), P())
@@ -465,10 +496,11 @@ def create_training(
     config.seed, put on every device) and the jitted data-parallel steps of `config`; with
     data.source='device' the train step draws its own batch (`device_batch_maker`)."""
     mesh = create_mesh(devices)
-    if config.batch_size % mesh.devices.size:
+    accum = int(config.get("grad_accum_steps", 1))
+    if config.batch_size % (mesh.devices.size * accum):
         raise ConfigError(
             f"config.batch_size={config.batch_size} must be divisible by the "
-            f"{mesh.devices.size} devices of the mesh."
+            f"{mesh.devices.size} devices of the mesh times grad_accum_steps={accum}."
         )
     model = create_model(config)
     learning_rate_fn = create_learning_rate_fn(config)
@@ -480,6 +512,7 @@ def create_training(
         mesh, model, tx, config.label_smoothing,
         make_batch=device_batch_maker(config) if on_device else None,
         ema_decay=float(config.get("ema_decay", 0.0)),
+        grad_accum_steps=accum,
     )
     return Training(mesh, model, tx, learning_rate_fn, state, train_fn, predict_fn)
 

@@ -360,6 +360,42 @@ def test_profile_steps_write_a_trace_of_that_window(tmp_path):
     assert traces, sorted(str(p) for p in tmp_path.rglob("*"))
 
 
+def test_gradient_accumulation_gives_the_large_batch_update():
+    """Four micro-batches of 4 and one batch of 16 make the same update (float32). The
+    backbone is frozen, so its BatchNorm runs on its averages: BatchNorm is the one part whose
+    result depends on the split (each micro-batch's own statistics), checked separately."""
+    from geojax.data import train_batches
+
+    frozen = {**TINY, "batch_size": 16, "warmup_steps": 0, "optimizer": "sgd",
+              "model.freeze_backbone": True, "model.trainable_blocks": 0,
+              "model.head_dropout": (0.0,)}
+    results = {}
+    for accum in (1, 4):
+        config = load_config("quick", {**frozen, "grad_accum_steps": accum})
+        training = train.create_training(config)
+        with train_batches(config.data, config.batch_size, seed=0) as stream:
+            (batch,) = train.global_batches(iter([next(stream)]), training.mesh)
+        state, metrics = training.train_step(training.state, batch)
+        results[accum] = (jax.device_get(state.params), metrics.compute())
+    _assert_trees_equal(results[1][0], results[4][0], rtol=1e-5, atol=1e-6)
+    for name in ("loss", "accuracy"):
+        np.testing.assert_allclose(results[1][1][name], results[4][1][name], rtol=1e-5)
+
+    # With BatchNorm in training mode the steps run and the statistics take each micro-batch.
+    config = load_config("quick", {**TINY, "batch_size": 16, "grad_accum_steps": 4})
+    training = train.create_training(config)
+    with train_batches(config.data, config.batch_size, seed=0) as stream:
+        (batch,) = train.global_batches(iter([next(stream)]), training.mesh)
+    before = jax.device_get(training.state.batch_stats)
+    state, metrics = training.train_step(training.state, batch)
+    assert np.isfinite(float(metrics.compute()["loss"]))
+    assert not all(np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.batch_stats)), strict=True))
+    with pytest.raises(train.ConfigError, match="grad_accum_steps=3"):
+        train.create_training(load_config("quick", {**TINY, "batch_size": 16,
+                                                    "grad_accum_steps": 3}))
+
+
 def test_ema_averages_the_weights_and_is_what_evaluation_and_export_use(tmp_path):
     config = load_config("quick", {**TINY, "ema_decay": 0.5, "warmup_steps": 0})
     training = train.create_training(config)
