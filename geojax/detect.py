@@ -41,6 +41,7 @@ import numpy as np
 
 from geojax import CLASSES, SHAPE_THRESHOLD
 from geojax.core.images import resize_to
+from geojax.core.results import Detection
 
 METHODS: tuple[str, ...] = ("contours", "sliding_window", "selective_search")
 DEFAULT_FILL = 0.8
@@ -67,22 +68,6 @@ ImagePredictions = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 ImageTruth = tuple[np.ndarray, np.ndarray]
 """One image's ground truth: boxes [M, 4], labels [M]."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Detection:
-    """One located shape; `bbox` is (x0, y0, x1, y1) in image pixels, ends exclusive."""
-
-    class_name: str
-    label: int
-    confidence: float
-    bbox: tuple[int, int, int, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The one JSON shape of a detection (the proxy's and `geojax.predict --json`'s), with
-        the keys of a classified image (`geojax.predict.prediction_json`)."""
-        return {"class": self.class_name, "label": self.label, "confidence": self.confidence,
-                "bbox": [int(v) for v in self.bbox]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,6 +421,119 @@ def non_max_suppression(
     return np.asarray(keep, np.int64)
 
 
+@dataclasses.dataclass
+class Regions:
+    """One image's proposals on its working copy, ready to classify: boxes, crops, the factor
+    back to the image's pixels, the image's size and the time spent (`prepare`). Holds no
+    full-size image: a batch can prepare its images one at a time."""
+
+    boxes: np.ndarray
+    crops: np.ndarray
+    to_image: np.ndarray
+    width: int
+    height: int
+    timings: dict[str, float]
+
+
+def prepare(image: np.ndarray, method: str = "contours", max_regions: int = 1024, *,
+            input_size: int, fill: float = DEFAULT_FILL,
+            proposal_params: dict[str, Any] | None = None,
+            max_side: int = DETECT_MAX_SIDE) -> Regions:
+    """The first half of `detect`: propose and crop (see `detect` for the parameters)."""
+    started = time.perf_counter()
+    height, width = image.shape[:2]
+    factor = max(height, width) / max_side
+    to_image = np.ones(4)
+    if factor > 1:
+        shrunk = (max(1, round(width / factor)), max(1, round(height / factor)))
+        image = cv2.resize(image, shrunk, interpolation=cv2.INTER_AREA)
+        to_image = np.array([width / shrunk[0], height / shrunk[1]] * 2)
+    boxes, extents = _propose(image, method, proposal_params or {})
+    boxes = boxes[:max_regions]
+    extents = None if extents is None else extents[:max_regions]
+    proposed = time.perf_counter()
+    crops = crop_regions(image, boxes, input_size, fill, extents)
+    return Regions(boxes, crops, to_image, width, height,
+                    {"proposal": proposed - started, "crop": time.perf_counter() - proposed})
+
+
+def _decide(regions: Regions, probabilities: np.ndarray, confidence: float, iou: float,
+            class_names: Sequence[str]) -> tuple[list[Detection], float]:
+    """Threshold, per-class then cross-class NMS, boxes back in the image's pixels."""
+    started = time.perf_counter()
+    boxes = regions.boxes
+    labels = probabilities.argmax(axis=1)
+    scores = probabilities.max(axis=1)
+    confident = np.flatnonzero(scores >= confidence)
+    kept = confident[non_max_suppression(boxes[confident], scores[confident], iou,
+                                         labels[confident])]
+    # Boxes this alike frame one object, which has one class: the likelier one stays.
+    kept = kept[non_max_suppression(boxes[kept], scores[kept], max(iou, SAME_OBJECT_IOU))]
+    limits = np.array([regions.width, regions.height] * 2)
+    pixels = np.clip(np.round(boxes * regions.to_image), 0, limits).astype(int)
+    detections = [
+        Detection(class_name=class_names[labels[i]], label=int(labels[i]),
+                  confidence=float(scores[i]),
+                  bbox=(int(pixels[i, 0]), int(pixels[i, 1]), int(pixels[i, 2]),
+                        int(pixels[i, 3])))
+        for i in kept
+    ]
+    return detections, time.perf_counter() - started
+
+
+def detect_batch(
+    images: Sequence[np.ndarray],
+    classify: Classifier,
+    method: str = "contours",
+    confidence: float = SHAPE_THRESHOLD,
+    iou: float = 0.3,
+    max_regions: int = 1024,
+    *,
+    input_size: int,
+    class_names: Sequence[str] = CLASSES,
+    fill: float = DEFAULT_FILL,
+    proposal_params: dict[str, Any] | None = None,
+    crops_per_call: int = 0,
+    max_side: int = DETECT_MAX_SIDE,
+) -> list[DetectionResult]:
+    """`detect` for several images, the crops of all of them classified together (one
+    `classify` call, or calls of `crops_per_call`); one result per image, its 'classify' time
+    the shared call's."""
+    regions = [prepare(image, method, max_regions, input_size=input_size, fill=fill,
+                       proposal_params=proposal_params, max_side=max_side) for image in images]
+    return finish(regions, classify, confidence, iou, class_names=class_names,
+                  crops_per_call=crops_per_call)
+
+
+def finish(regions: Sequence[Regions], classify: Classifier,
+           confidence: float = SHAPE_THRESHOLD, iou: float = 0.3, *,
+           class_names: Sequence[str] = CLASSES, crops_per_call: int = 0
+           ) -> list[DetectionResult]:
+    """The second half of `detect` for prepared images: one classification of all their
+    crops, then each image's threshold and suppression."""
+    crops = np.concatenate([r.crops for r in regions]) if regions else np.zeros((0,))
+    started = time.perf_counter()
+    step = crops_per_call if crops_per_call > 0 else max(len(crops), 1)
+    parts = [np.asarray(classify(crops[i:i + step]), np.float64)
+             for i in range(0, len(crops), step)]
+    probabilities = np.concatenate(parts) if parts else np.zeros((0, len(class_names)))
+    if probabilities.shape != (len(crops), len(class_names)):
+        raise ValueError(f"classifier returned {probabilities.shape} for {len(crops)} crops; "
+                         f"expected probabilities [{len(crops)}, {len(class_names)}]")
+    classify_s = time.perf_counter() - started
+    results, start = [], 0
+    for r in regions:
+        count = len(r.boxes)
+        detections, nms_s = _decide(r, probabilities[start:start + count], confidence, iou,
+                                    class_names)
+        start += count
+        timings = {**r.timings, "classify": classify_s, "nms": nms_s}
+        timings["total"] = sum(timings.values())
+        results.append(DetectionResult(detections, count,
+                                       {k: round(v * 1000.0, 2) for k, v in timings.items()}))
+    return results
+
+
 def detect(
     image: np.ndarray,
     classify: Classifier,
@@ -463,50 +561,10 @@ def detect(
     An image with a side over `max_side` is detected in a copy shrunk to it (DETECT_MAX_SIDE);
     the boxes are in the given image's pixels either way.
     """
-    started = time.perf_counter()
-    height, width = image.shape[:2]
-    factor = max(height, width) / max_side
-    if factor > 1:
-        shrunk = (max(1, round(width / factor)), max(1, round(height / factor)))
-        image = cv2.resize(image, shrunk, interpolation=cv2.INTER_AREA)
-        factor_xy = np.array([width / shrunk[0], height / shrunk[1]] * 2)
-    else:
-        factor_xy = np.ones(4)
-    boxes, extents = _propose(image, method, proposal_params or {})
-    boxes = boxes[:max_regions]
-    extents = None if extents is None else extents[:max_regions]
-    proposed = time.perf_counter()
-    crops = crop_regions(image, boxes, input_size, fill, extents)
-    cropped = time.perf_counter()
-    step = crops_per_call if crops_per_call > 0 else max(len(crops), 1)
-    parts = [np.asarray(classify(crops[i:i + step]), np.float64)
-             for i in range(0, len(crops), step)]
-    probabilities = np.concatenate(parts) if parts else np.zeros((0, len(class_names)))
-    if probabilities.shape != (len(crops), len(class_names)):
-        raise ValueError(f"classifier returned {probabilities.shape} for {len(crops)} crops; "
-                         f"expected probabilities [{len(crops)}, {len(class_names)}]")
-    classified = time.perf_counter()
-    labels = probabilities.argmax(axis=1)
-    scores = probabilities.max(axis=1)
-    confident = np.flatnonzero(scores >= confidence)
-    kept = confident[non_max_suppression(boxes[confident], scores[confident], iou,
-                                         labels[confident])]
-    # Boxes this alike frame one object, which has one class: the likelier one stays.
-    kept = kept[non_max_suppression(boxes[kept], scores[kept], max(iou, SAME_OBJECT_IOU))]
-    finished = time.perf_counter()
-    limits = np.array([width, height, width, height])
-    boxes = np.clip(np.round(boxes * factor_xy), 0, limits).astype(int)
-    detections = [
-        Detection(class_name=class_names[labels[i]], label=int(labels[i]),
-                  confidence=float(scores[i]),
-                  bbox=(int(boxes[i, 0]), int(boxes[i, 1]), int(boxes[i, 2]), int(boxes[i, 3])))
-        for i in kept
-    ]
-    timings = {"proposal": proposed - started, "crop": cropped - proposed,
-               "classify": classified - cropped, "nms": finished - classified,
-               "total": finished - started}
-    return DetectionResult(detections, len(boxes),
-                           {k: round(v * 1000.0, 2) for k, v in timings.items()})
+    return detect_batch([image], classify, method, confidence, iou, max_regions,
+                        input_size=input_size, class_names=class_names, fill=fill,
+                        proposal_params=proposal_params, crops_per_call=crops_per_call,
+                        max_side=max_side)[0]
 
 
 def draw_detections(image: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Predict with a trained model: classify whole images or detect every shape in them.
 
     python -m geojax.predict --model MODEL IMAGE... [--detect [--method contours]
-                             [--confidence 0.5] [--iou 0.3] [--annotate OUT.png]] [--json]
+                             [--confidence 0.5] [--iou 0.3] [--annotate OUT.png]
+                             [--classes circle,star] [--max_detections N]
+                             [--box_format xyxy|xywh|normalized] [--coco]] [--json]
 
 MODEL is a training workdir (its checkpoint, through `geojax.train`; `--checkpoint best`), an
 exported SavedModel version directory, or a model base path of numbered versions (the highest is
@@ -18,6 +20,7 @@ ends the command with `error: ...` and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -30,6 +33,7 @@ import numpy as np
 from geojax import CLASSES, SHAPE_THRESHOLD
 from geojax.core.artefact import PIXELS_SIGNATURE, SAVED_MODEL_FILE, versions_on_disk
 from geojax.core.images import ImageError, encode_png, load_image, resize_to
+from geojax.core.results import BOX_FORMATS, DetectionOptions, coco_results, prediction_json
 from geojax.detect import METHODS, DetectionResult, detect, draw_detections
 
 
@@ -184,19 +188,6 @@ def _annotation_path(template: str, index: int, count: int) -> Path:
     return path if count == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
 
 
-def prediction_json(probabilities: np.ndarray, class_names: Sequence[str] = CLASSES
-                    ) -> dict[str, Any]:
-    """One classified image: the top 'class' and its 'label' and 'confidence', 'shape_found'
-    (the confidence reaches SHAPE_THRESHOLD; false: no shape, the class is only the nearest
-    guess) and every class's probability."""
-    label = int(probabilities.argmax())
-    return {"class": class_names[label], "label": label,
-            "confidence": float(probabilities[label]),
-            "shape_found": bool(probabilities[label] >= SHAPE_THRESHOLD),
-            "probabilities": {name: float(v) for name, v in zip(class_names, probabilities,
-                                                               strict=True)}}
-
-
 def _format_text(name: str, result: dict[str, Any] | DetectionResult) -> str:
     if isinstance(result, DetectionResult):
         lines = [f"{name}: {len(result.detections)} shape(s) from {result.num_proposals} "
@@ -233,10 +224,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--annotate", metavar="OUT.png",
                         help="--detect: write the image with boxes and labels (several images: "
                              "OUT-0.png, OUT-1.png, ...)")
+    parser.add_argument("--classes", default=None,
+                        help="--detect: comma-separated class names to keep (default: all)")
+    parser.add_argument("--max_detections", type=int, default=None,
+                        help="--detect: keep at most this many per image, the most confident")
+    parser.add_argument("--box_format", choices=BOX_FORMATS, default="xyxy",
+                        help="--detect --json: xyxy [x0, y0, x1, y1] px, xywh [x, y, w, h] px, "
+                             "normalized (xyxy over the width and height)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--coco", action="store_true",
+                        help="--detect: print COCO results entries (image_id = the image's "
+                             "position, category_id = label + 1, bbox [x, y, w, h], score)")
     args = parser.parse_args(argv)
-    if args.annotate and not args.detect:
-        parser.error("--annotate draws detections: add --detect")
+    detect_only = {"--annotate": args.annotate, "--classes": args.classes,
+                   "--max_detections": args.max_detections, "--coco": args.coco}
+    for flag, value in detect_only.items():
+        if value and not args.detect:
+            parser.error(f"{flag} is about detections: add --detect")
+    try:
+        options = DetectionOptions.parse(args.classes, args.max_detections, args.box_format)
+    except ValueError as err:
+        parser.error(str(err))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         find_saved_model(args.model)  # a wrong path fails before images are read
@@ -249,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         detector = MultiShapeDetector(predictor)
         results: list[Any] = [detector.detect(image, args.method, args.confidence, args.iou)
                               for image in images]
+        results = [dataclasses.replace(r, detections=options.select(r.detections))
+                   for r in results]
         if args.annotate:
             for i, (image, result) in enumerate(zip(images, results, strict=True)):
                 out = _annotation_path(args.annotate, i, len(images))
@@ -259,14 +269,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return 2
     else:
         results = predictor.predict_batch(images)
+    if args.coco:
+        print(json.dumps([entry for i, r in enumerate(results)
+                          for entry in coco_results(r.detections, i)], indent=1))
+        return 0
     if args.json:
         print(json.dumps({
             "model": predictor.source,
             "results": [
                 {"image": name, "method": args.method, "num_proposals": r.num_proposals,
-                 "timings_ms": r.timings_ms, "detections": [d.to_dict() for d in r.detections]}
+                 "timings_ms": r.timings_ms, "box_format": args.box_format,
+                 "width": image.shape[1], "height": image.shape[0],
+                 "detections": [d.to_dict(args.box_format, image.shape[1], image.shape[0])
+                                for d in r.detections]}
                 if isinstance(r, DetectionResult) else {"image": name, **r}
-                for name, r in zip(args.images, results, strict=True)
+                for name, r, image in zip(args.images, results, images, strict=True)
             ],
         }, indent=1))
     else:

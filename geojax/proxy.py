@@ -82,8 +82,8 @@ from starlette.concurrency import run_in_threadpool
 from geojax import CLASSES
 from geojax import detect as detection
 from geojax.core.images import ImageError, ImageTooLarge, decode_image, encode_png, resize_to
+from geojax.core.results import DetectionOptions, coco_results, prediction_json
 from geojax.drift import PSI_DRIFT_THRESHOLD, DriftMonitor, image_statistics
-from geojax.predict import prediction_json
 from geojax.serving_client import ModelServerClient, ModelServerError
 
 log = logging.getLogger("geojax.proxy")
@@ -361,6 +361,26 @@ class Proxy:
                 "label": self.settings.model_label}
 
 
+# /detect and /detect/batch options (module level: FastAPI resolves the annotations).
+MethodQuery = Annotated[str, Query(pattern="^(contours|sliding_window|selective_search)$",
+                                   description="region proposals")]
+ConfidenceQuery = Annotated[float, Query(ge=0.0, le=1.0, description=(
+    "lowest class probability kept (default geojax.SHAPE_THRESHOLD)"))]
+IouQuery = Annotated[float, Query(gt=0.0, le=1.0, description=(
+    "same-class boxes overlapping more are suppressed"))]
+ClassesQuery = Annotated[str | None, Query(description=(
+    "comma-separated class names to keep, e.g. circle,star (default: all)"))]
+MaxQuery = Annotated[int | None, Query(ge=1, description=(
+    "keep at most this many, the most confident (default: all)"))]
+BoxQuery = Annotated[str, Query(pattern="^(xyxy|xywh|normalized)$", description=(
+    "xyxy: [x0, y0, x1, y1] px; xywh: [x, y, w, h] px; normalized: xyxy over the size"))]
+FormatQuery = Annotated[str, Query(pattern="^(json|coco)$", description=(
+    "json: this API's answer; coco: a list of COCO results entries (image_id, "
+    "category_id = label + 1, bbox [x, y, w, h], score)"))]
+ImageIdQuery = Annotated[int, Query(ge=0, description=(
+    "format=coco: the image_id of the (first) image"))]
+
+
 async def _one_image(request: Request, file: UploadFile | None) -> tuple[bytes, str]:
     """The image of a request: a multipart `file` field or JSON {"image": base64}."""
     if file is not None:
@@ -542,11 +562,10 @@ def create_app(settings: ProxySettings | None = None,
                 "timing_ms": {"model_server": server * 1000,
                               "total": (time.perf_counter() - start) * 1000}}
 
-    @app.post("/predict/batch", tags=["predict"])
-    async def predict_batch(request: Request,
-                            files: Annotated[list[UploadFile] | None, File()] = None
-                            ) -> dict[str, Any]:
-        """Classify up to GEOJAX_MAX_BATCH images in one model call."""
+    async def batch_items(request: Request, files: list[UploadFile] | None
+                          ) -> list[tuple[bytes, str]]:
+        """The images of a batch request: multipart fields 'files' or JSON {"images": [...]},
+        at most GEOJAX_MAX_BATCH."""
         if files:
             items = [(await f.read(), f.filename or f"file {i}") for i, f in enumerate(files)]
         elif request.headers.get("content-type", "").startswith("application/json"):
@@ -565,55 +584,121 @@ def create_app(settings: ProxySettings | None = None,
         if len(items) > settings.max_batch:
             raise HTTPException(413, f"{len(items)} images is over the batch limit of "
                                      f"{settings.max_batch}")
+        return items
+
+    @app.post("/predict/batch", tags=["predict"])
+    async def predict_batch(request: Request,
+                            files: Annotated[list[UploadFile] | None, File()] = None
+                            ) -> dict[str, Any]:
+        """Classify up to GEOJAX_MAX_BATCH images in one model call."""
+        items = await batch_items(request, files)
         return await run_in_threadpool(predict_batch_sync, items)
 
-    def detect_sync(data: bytes, source: str, method: str, confidence: float, iou: float,
-                    annotate: bool) -> Any:
-        start = time.perf_counter()
-        with proxy.request(), proxy.full_size_image(data, source) as image:
-            return detect_image(image, start, method, confidence, iou, annotate)
+    def detection_options(classes: str | None, max_detections: int | None,
+                          box_format: str) -> DetectionOptions:
+        try:
+            return DetectionOptions.parse(classes, max_detections, box_format)
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from err
 
-    def detect_image(image: np.ndarray, start: float, method: str, confidence: float,
-                     iou: float, annotate: bool) -> Any:
-        decoded = time.perf_counter()
-        view = proxy.model_view()
-        seconds: list[float] = []
-        result = detection.detect(
-            image, lambda crops: proxy.classify(crops, "/detect", seconds),
-            input_size=view.input_size, method=method, confidence=confidence, iou=iou,
-            max_regions=settings.max_regions, crops_per_call=settings.crops_per_call)
-        proxy.metrics.crops.observe(result.num_proposals)
+    def detections_json(result: detection.DetectionResult, regions: detection.Regions,
+                        options: DetectionOptions, answer: str, image_id: int) -> Any:
+        chosen = options.select(result.detections)
+        if answer == "coco":
+            return coco_results(chosen, image_id)
+        return {"detections": [d.to_dict(options.box_format, regions.width, regions.height)
+                               for d in chosen],
+                "box_format": options.box_format,
+                "width": regions.width, "height": regions.height}
+
+    def detect_sync(items: list[tuple[bytes, str]], endpoint: str, method: str,
+                    confidence: float, iou: float, options: DetectionOptions, answer: str,
+                    image_id: int, annotate: bool = False) -> Any:
+        """Each image decoded, proposed and cropped in turn (its full-size copy freed before
+        the next), then one model call for the crops of all of them."""
+        start = time.perf_counter()
+        with proxy.request():
+            view = proxy.model_view()
+            prepared, annotated = [], None
+            for data, source in items:
+                with proxy.full_size_image(data, source) as image:
+                    prepared.append(detection.prepare(
+                        image, method, settings.max_regions, input_size=view.input_size))
+                    if annotate:
+                        annotated = image
+            decoded = time.perf_counter()
+            seconds: list[float] = []
+            results = detection.finish(
+                prepared, lambda crops: proxy.classify(crops, endpoint, seconds), confidence,
+                iou, crops_per_call=settings.crops_per_call)
+        for result in results:
+            proxy.metrics.crops.observe(result.num_proposals)
         proxy.update_drift_gauges()
-        if annotate:
-            png = encode_png(detection.draw_detections(image, result.detections))
+        if annotated is not None:
+            chosen = options.select(results[0].detections)
+            png = encode_png(detection.draw_detections(annotated, chosen))
             return Response(png, media_type="image/png")
-        timing = {"decode": (decoded - start) * 1000, **result.timings_ms,
+        answers = [detections_json(r, p, options, answer, image_id + i)
+                   for i, (r, p) in enumerate(zip(results, prepared, strict=True))]
+        if answer == "coco":
+            return [entry for entries in answers for entry in entries]
+        timing = {"decode_propose_crop": (decoded - start) * 1000,
+                  "classify": results[0].timings_ms["classify"] if results else 0.0,
                   "model_server": sum(seconds) * 1000,
                   "total": (time.perf_counter() - start) * 1000}
-        return {
-            "detections": [d.to_dict() for d in result.detections],
-            "width": int(image.shape[1]), "height": int(image.shape[0]),
-            "model": proxy.model_json(view), "timing_ms": timing,
-        }
+        if endpoint == "/detect":
+            only = results[0]
+            timing = {"decode": (decoded - start) * 1000
+                      - only.timings_ms["proposal"] - only.timings_ms["crop"],
+                      **only.timings_ms, "model_server": sum(seconds) * 1000,
+                      "total": (time.perf_counter() - start) * 1000}
+            return {**answers[0], "model": proxy.model_json(view), "timing_ms": timing}
+        return {"results": answers, "model": proxy.model_json(view), "timing_ms": timing}
 
     @app.post("/detect", tags=["detect"],
               responses={200: {"content": {"image/png": {}}}})
     async def detect(
         request: Request,
         file: Annotated[UploadFile | None, File()] = None,
-        method: Annotated[str, Query(pattern="^(contours|sliding_window|selective_search)$")]
-        = "contours",
-        confidence: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
-        iou: Annotated[float, Query(gt=0.0, le=1.0)] = 0.3,
+        method: MethodQuery = "contours",
+        confidence: ConfidenceQuery = 0.5,
+        iou: IouQuery = 0.3,
+        classes: ClassesQuery = None,
+        max_detections: MaxQuery = None,
+        box_format: BoxQuery = "xyxy",
+        format: FormatQuery = "json",
+        image_id: ImageIdQuery = 0,
         annotate: bool = False,
     ) -> Any:
         """Find every shape: region proposals, one batched classification, per-class NMS.
 
         `timing_ms` has the stages (decode, proposal, crop, classify, nms), `model_server` (the
         time in model server calls, within classify) and `total`."""
+        options = detection_options(classes, max_detections, box_format)
         data, source = await _one_image(request, file)
-        return await run_in_threadpool(detect_sync, data, source, method, confidence, iou,
-                                       annotate)
+        return await run_in_threadpool(detect_sync, [(data, source)], "/detect", method,
+                                       confidence, iou, options, format, image_id, annotate)
+
+    @app.post("/detect/batch", tags=["detect"])
+    async def detect_batch(
+        request: Request,
+        files: Annotated[list[UploadFile] | None, File()] = None,
+        method: MethodQuery = "contours",
+        confidence: ConfidenceQuery = 0.5,
+        iou: IouQuery = 0.3,
+        classes: ClassesQuery = None,
+        max_detections: MaxQuery = None,
+        box_format: BoxQuery = "xyxy",
+        format: FormatQuery = "json",
+        image_id: ImageIdQuery = 0,
+    ) -> Any:
+        """`/detect` for up to GEOJAX_MAX_BATCH images (multipart 'files' or JSON
+        {"images": [base64, ...]}): the crops of all of them in one model call; `results` in
+        the order sent (format=coco: image_id counts up from `image_id`)."""
+        options = detection_options(classes, max_detections, box_format)
+        items = await batch_items(request, files)
+        return await run_in_threadpool(detect_sync, items, "/detect/batch", method,
+                                       confidence, iou, options, format, image_id)
 
     @app.get("/drift", tags=["monitoring"])
     def drift() -> dict[str, Any]:

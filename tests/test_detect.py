@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from geojax import CLASSES
+from geojax.core.results import Detection
 from geojax.data import compose_scene, render_shape
 from geojax.detect import (
-    Detection,
     average_precision_per_class,
     box_iou,
     contour_regions,

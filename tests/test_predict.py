@@ -123,6 +123,20 @@ def test_cli_detects_and_annotates(base_path, images, capsys, tmp_path):
         assert d["class"] in CLASSES and len(d["bbox"]) == 4
         assert CLASSES[d["label"]] == d["class"]
     assert load_image(annotated).shape == load_image(images["scene"]).shape
+    # The proxy's detection options: classes, max_detections, box_format, COCO results.
+    first = result["detections"][0]
+    code, out, _ = run_cli(capsys, "--model", base_path, images["scene"], "--detect",
+                           "--confidence", "0", "--classes", first["class"],
+                           "--max_detections", "1", "--box_format", "xywh", "--json")
+    (picked,) = json.loads(out)["results"][0]["detections"]
+    x0, y0, x1, y1 = first["bbox"]
+    assert picked["class"] == first["class"] and picked["bbox"] == [x0, y0, x1 - x0, y1 - y0]
+    code, out, _ = run_cli(capsys, "--model", base_path, images["scene"], images["scene"],
+                           "--detect", "--confidence", "0", "--coco")
+    entries = json.loads(out)
+    assert {e["image_id"] for e in entries} == {0, 1}
+    assert entries[0] == {"image_id": 0, "category_id": first["label"] + 1,
+                          "bbox": [x0, y0, x1 - x0, y1 - y0], "score": first["confidence"]}
 
 
 @pytest.mark.parametrize("case, message", [
@@ -163,6 +177,9 @@ def test_cli_usage_errors(images, capsys):
         main(["--model", "m", str(images["shape"]), "--annotate", "out.png"])
     assert exit_info.value.code == 2
     assert "add --detect" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model", "m", str(images["shape"]), "--detect", "--classes", "blob"])
+    assert "'blob'" in capsys.readouterr().err
 
 
 def test_importing_predict_does_not_import_tensorflow():

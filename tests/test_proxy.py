@@ -198,6 +198,66 @@ def test_detect_contract_and_annotation(stack):
     assert wrong.status_code == 422
 
 
+def model_calls(client, endpoint):
+    """How many model server calls the proxy has made for `endpoint` (its latency count)."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if (sample.name == "geojax_model_server_latency_seconds_count"
+                    and sample.labels.get("endpoint") == endpoint):
+                return sample.value
+    return 0.0
+
+
+def test_detect_options_formats_and_batch(stack):
+    client = stack["client"]
+    scenes = [compose_scene(np.random.default_rng(40 + i), 320, 240, num_shapes=(3, 4))
+              for i in range(3)]
+    every = {"confidence": 0.0}
+    full = client.post("/detect", files=png_file(scenes[0].image), params=every).json()
+    names = [d["class"] for d in full["detections"]]
+    assert full["box_format"] == "xyxy" and len(names) >= 2
+
+    one_class = client.post("/detect", files=png_file(scenes[0].image),
+                            params={**every, "classes": names[0]}).json()["detections"]
+    assert one_class and {d["class"] for d in one_class} == {names[0]}
+    top = client.post("/detect", files=png_file(scenes[0].image),
+                      params={**every, "max_detections": 1}).json()["detections"]
+    assert top == full["detections"][:1]
+    xywh = client.post("/detect", files=png_file(scenes[0].image),
+                       params={**every, "box_format": "xywh"}).json()["detections"]
+    norm = client.post("/detect", files=png_file(scenes[0].image),
+                       params={**every, "box_format": "normalized"}).json()["detections"]
+    for d, w, n in zip(full["detections"], xywh, norm, strict=True):
+        x0, y0, x1, y1 = d["bbox"]
+        assert w["bbox"] == [x0, y0, x1 - x0, y1 - y0]
+        np.testing.assert_allclose(n["bbox"], [x0 / 320, y0 / 240, x1 / 320, y1 / 240])
+    coco = client.post("/detect", files=png_file(scenes[0].image),
+                       params={**every, "format": "coco", "image_id": 7}).json()
+    assert [(e["image_id"], e["category_id"], e["score"]) for e in coco] == [
+        (7, d["label"] + 1, d["confidence"]) for d in full["detections"]]
+    assert all(e["bbox"] == w["bbox"] for e, w in zip(coco, xywh, strict=True))
+    for bad, named in (({"classes": "circle,blob"}, "'blob'"), ({"box_format": "yolo"}, ""),
+                       ({"max_detections": 0}, "")):
+        response = client.post("/detect", files=png_file(scenes[0].image), params=bad)
+        assert response.status_code == 422 and named in response.text
+
+    # /detect/batch: every image's answer as /detect gives it, from one model call.
+    calls = model_calls(client, "/detect/batch")
+    files = [("files", (f"s{i}.png", encode_png(s.image))) for i, s in enumerate(scenes)]
+    batch = client.post("/detect/batch", files=files, params=every).json()
+    assert model_calls(client, "/detect/batch") == calls + 1
+    singles = [client.post("/detect", files=png_file(s.image), params=every).json()
+               for s in scenes]
+    assert len(batch["results"]) == 3
+    for got, want in zip(batch["results"], singles, strict=True):
+        assert [d["bbox"] for d in got["detections"]] == [d["bbox"] for d in want["detections"]]
+        assert [d["class"] for d in got["detections"]] == [d["class"] for d in want["detections"]]
+    as_json = client.post("/detect/batch", params={**every, "format": "coco", "image_id": 5},
+                          json={"images": [base64.b64encode(encode_png(s.image)).decode()
+                                           for s in scenes]}).json()
+    assert sorted({e["image_id"] for e in as_json}) == [5, 6, 7]
+
+
 def test_detect_puts_a_box_on_every_shape_of_generated_scenes(stack):
     # Where /detect puts boxes is up to the proposals; which class it names is up to the model,
     # and this one is untrained: so boxes are checked whatever their class. (With a trained
