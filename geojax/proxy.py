@@ -240,6 +240,7 @@ class Proxy:
         self._decoded = threading.BoundedSemaphore(settings.max_decoded)
         self._model_calls = threading.BoundedSemaphore(settings.max_model_calls)
         self._request = threading.local()  # each request runs in one worker thread
+        self.warm_version: int | None = None  # the version /ready's warm inference ran on
 
     @contextlib.contextmanager
     def request(self) -> Iterator[None]:
@@ -491,20 +492,72 @@ def create_app(settings: ProxySettings | None = None,
         """The process is alive (no model server call)."""
         return {"status": "alive"}
 
-    @app.get("/ready", tags=["status"], responses={503: {"description": "not ready"}})
-    def ready() -> JSONResponse:
-        """The model server answers and the served label's version is loaded."""
+    def readiness() -> tuple[bool, dict[str, Any]]:
+        """(ready, body): the label resolves to a version, the model server reports that version
+        AVAILABLE, and one inference through the proxy's own path has succeeded on it (once per
+        version: the first request is not the one that waits for the model's compile). The body
+        names each check and, when not ready, the one that failed."""
+        checks: dict[str, str] = {}
+
+        def failed(check: str, detail: str) -> tuple[bool, dict[str, Any]]:
+            checks[check] = "failed"
+            return False, {"status": "not ready", "failed": check, "detail": detail,
+                           "checks": checks}
+
         try:
             view = proxy.model_view(refresh=True)
+        except HTTPException as err:
+            return failed("label", f"label {settings.model_label!r} does not resolve: "
+                                   f"{err.detail}")
+        checks["label"] = f"version {view.version}"
+        try:
             states = proxy._call(proxy.client.status)
         except HTTPException as err:
-            return JSONResponse({"status": "not ready", "detail": err.detail}, 503)
-        loaded = any(s["state"] == "AVAILABLE" and int(s["version"]) == view.version
-                     for s in states)
-        if not loaded:
-            return JSONResponse({"status": "not ready", "detail": f"version {view.version} "
-                                 "is not AVAILABLE on the model server"}, 503)
-        return JSONResponse({"status": "ready", "model": proxy.model_json(view)})
+            return failed("available", str(err.detail))
+        if not any(s["state"] == "AVAILABLE" and int(s["version"]) == view.version
+                   for s in states):
+            return failed("available", f"version {view.version} is not AVAILABLE on the "
+                                       "model server")
+        checks["available"] = "ok"
+        if proxy.warm_version != view.version:
+            blank = np.full((1, view.input_size, view.input_size, 3), 0.5, np.float32)
+            try:
+                proxy._call(proxy.client.predict_pixels, blank)
+            except HTTPException as err:
+                return failed("warm_inference", str(err.detail))
+            proxy.warm_version = view.version
+        checks["warm_inference"] = "ok"
+        return True, {"status": "ready", "model": proxy.model_json(view), "checks": checks}
+
+    @app.get("/ready", tags=["status"], responses={503: {"description": "not ready"}})
+    def ready() -> JSONResponse:
+        """Ready to serve: the label resolves, its version is AVAILABLE on the model server and
+        a warm inference through the proxy succeeded; otherwise 503 naming the failed check."""
+        ok, body = readiness()
+        return JSONResponse(body, 200 if ok else 503)
+
+    # The Open Inference Protocol's health routes (KServe v2), for tooling that speaks it.
+    @app.get("/v2/health/live", tags=["status"])
+    async def oip_live() -> dict[str, bool]:
+        """Open Inference Protocol: the server is live."""
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["status"], responses={503: {"description": "not ready"}})
+    def oip_ready() -> JSONResponse:
+        """Open Inference Protocol: the server is ready (the checks of /ready)."""
+        ok, body = readiness()
+        return JSONResponse({"ready": ok, **body}, 200 if ok else 503)
+
+    @app.get("/v2/models/{model_name}/ready", tags=["status"],
+             responses={404: {"description": "unknown model"},
+                        503: {"description": "not ready"}})
+    def oip_model_ready(model_name: str) -> JSONResponse:
+        """Open Inference Protocol: the named model is ready (the checks of /ready)."""
+        if model_name != settings.model_name:
+            return JSONResponse({"error": f"unknown model {model_name!r}; this proxy serves "
+                                          f"{settings.model_name!r}"}, 404)
+        ok, body = readiness()
+        return JSONResponse({"name": model_name, "ready": ok, **body}, 200 if ok else 503)
 
     @app.get("/classes", tags=["model"])
     def classes() -> dict[str, list[str]]:

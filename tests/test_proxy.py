@@ -137,7 +137,14 @@ def test_status_endpoints(stack):
     assert client.get("/health").json() == {"status": "alive"}
     ready = client.get("/ready").json()
     assert ready == {"status": "ready", "model": {"name": "geojax", "version": 1,
-                                                  "label": "production"}}
+                                                  "label": "production"},
+                     "checks": {"label": "version 1", "available": "ok",
+                                "warm_inference": "ok"}}
+    # The Open Inference Protocol's health routes.
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json()["ready"] is True
+    assert client.get("/v2/models/geojax/ready").json()["ready"] is True
+    assert client.get("/v2/models/other/ready").status_code == 404
     assert client.get("/classes").json() == {"classes": list(CLASSES)}
     info = client.get("/model/info").json()
     assert info["input_size"] == TINY_SIZE and info["classes"] == list(CLASSES)
@@ -373,10 +380,14 @@ def test_model_server_down_gives_503_then_recovers(stack, tiny_saved_model):
         assert response.status_code == 503 and "model server" in response.json()["detail"]
         assert str(grpc_port) not in response.text  # the server's address is not the client's
         assert time.monotonic() - started < 10
-        assert client.get("/ready").status_code == 503
+        not_ready = client.get("/ready")
+        assert not_ready.status_code == 503 and not_ready.json()["failed"] == "label"
+        assert client.get("/v2/health/ready").json()["ready"] is False
         server = start_model_server(stack["root"] / "models.config", grpc_port, rest_port,
                                     subprocess.DEVNULL)
+        # Not ready while the server loads the version; ready once a warm call went through.
         wait_until(lambda: client.get("/ready").status_code == 200, "recovery")
+        assert client.get("/ready").json()["checks"]["warm_inference"] == "ok"
         assert client.post("/predict", files=png_file(tiny_samples(1)[0])).status_code == 200
     finally:
         client.close()
