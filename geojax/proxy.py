@@ -25,6 +25,11 @@ Settings (environment):
     GEOJAX_PROTOCOL            grpc | rest                              (grpc)
     GEOJAX_MODEL_NAME          model name on the server                 (geojax)
     GEOJAX_MODEL_LABEL         version label to serve                   (production)
+    GEOJAX_ROLLOUT             "" (none), "split:P" (P% of requests answered by the canary
+                               label, per request, or sticky per X-Client-Id header) or
+                               "shadow" (every request also sent to the canary in the
+                               background and compared; answered from the served label)  ("")
+    GEOJAX_CANARY_LABEL        the canary's version label               (canary)
     GEOJAX_MODEL_BASE_PATH     the registry's model base path: version metrics and the drift
                                reference are read from VERSION/metadata.json   (unset: none)
     GEOJAX_TIMEOUT_S           model server timeout per call            (5)
@@ -51,16 +56,20 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import collections
 import contextlib
 import dataclasses
+import hashlib
 import hmac
 import json
 import logging
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,6 +116,8 @@ class ProxySettings:
     protocol: str = "grpc"
     model_name: str = "geojax"
     model_label: str = "production"
+    rollout: str = ""
+    canary_label: str = "canary"
     model_base_path: str | None = None
     timeout_s: float = 5.0
     request_timeout_s: float = 30.0
@@ -197,6 +208,17 @@ class Metrics:
                              ["model", "label"], registry=r)
         self.server_up = Gauge("geojax_model_server_up", "1 when the last model server call "
                                "succeeded", registry=r)
+        self.label_requests = Counter("geojax_label_requests", "Requests answered by each "
+                                      "version label (shadow replays under the canary's)",
+                                      ["label", "endpoint", "status"], registry=r)
+        self.label_latency = Histogram("geojax_label_latency_seconds", "Latency by label",
+                                       ["label", "endpoint"], registry=r,
+                                       buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+        self.shadow_agreement = Gauge("geojax_shadow_agreement", "Share of the canary's "
+                                      "answers agreeing with the served ones (recent window)",
+                                      ["kind"], registry=r)
+        self.shadow_compared = Counter("geojax_shadow_compared", "Images compared in shadow "
+                                       "mode", ["kind"], registry=r)
 
 
 class ImagePayload(BaseModel):
@@ -224,32 +246,190 @@ def batch_bucket(count: int) -> int:
     return -(-count // 64) * 64
 
 
+AGREEMENT_WINDOW = 500
+"""Shadow comparisons (images) the agreement gauges average over."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+    """GEOJAX_ROLLOUT: `mode` '' (none), 'split' (`percent` of requests to the canary) or
+    'shadow'."""
+
+    mode: str = ""
+    percent: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> Rollout:
+        text = text.strip()
+        if text in ("", "none"):
+            return cls()
+        if text == "shadow":
+            return cls("shadow")
+        kind, _, value = text.partition(":")
+        try:
+            percent = float(value)
+        except ValueError:
+            percent = -1.0
+        if kind != "split" or not 0 <= percent <= 100:
+            raise ValueError(f"GEOJAX_ROLLOUT={text!r}: expected '', 'shadow' or 'split:P' "
+                             "with P a percentage, e.g. split:10")
+        return cls("split", percent)
+
+    def to_canary(self, client_id: str | None) -> bool:
+        """Whether a request goes to the canary: by a hash of `client_id` (the same client
+        always lands on the same side), else at random."""
+        if client_id:
+            digest = hashlib.sha256(client_id.encode()).digest()
+            return int.from_bytes(digest[:8], "big") % 10_000 < self.percent * 100
+        return random.random() * 100 < self.percent
+
+
+def detection_agreement(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> float:
+    """How far two detection answers agree: detections matched one to one by class and IoU >=
+    0.5 (greedy, most confident first), over the mean count; 1.0 when both are empty."""
+    if not a and not b:
+        return 1.0
+    used: set[int] = set()
+    matched = 0
+    for d in a:
+        best, best_iou = None, 0.5
+        for j, e in enumerate(b):
+            if j in used or e["class"] != d["class"]:
+                continue
+            iou = float(detection.box_iou(np.array([d["bbox"]], float),
+                                          np.array([e["bbox"]], float))[0, 0])
+            if iou >= best_iou:
+                best, best_iou = j, iou
+        if best is not None:
+            used.add(best)
+            matched += 1
+    return 2 * matched / (len(a) + len(b))
+
+
 class Proxy:
-    """State shared by the endpoints: settings, model server client, metrics, drift."""
+    """State shared by the endpoints: settings, model server clients (the served label and,
+    with a rollout, the canary's), metrics, drift."""
 
     def __init__(self, settings: ProxySettings, client: ModelServerClient | None = None):
         self.settings = settings
-        self.client = client or ModelServerClient(
-            grpc_target=settings.model_server, rest_url=settings.model_server_rest,
-            model_name=settings.model_name, label=settings.model_label,
-            protocol=settings.protocol, timeout_s=settings.timeout_s)
+        self.rollout = Rollout.parse(settings.rollout)
+        self.clients = {settings.model_label: client or self._client(settings.model_label)}
+        if self.rollout.mode:
+            self.clients[settings.canary_label] = self._client(settings.canary_label)
         self.metrics = Metrics()
         self.drift = DriftMonitor(settings.drift_window, settings.drift_threshold)
-        self._view: ModelView | None = None
+        self.agreement = {kind: collections.deque(maxlen=AGREEMENT_WINDOW)
+                          for kind in ("classes", "detections")}
+        for kind in self.agreement:  # NaN until compared: no alert fires on "no data yet"
+            self.metrics.shadow_agreement.labels(kind).set(math.nan)
+            self.metrics.shadow_compared.labels(kind)
+        self._shadow_pool = futures.ThreadPoolExecutor(2, thread_name_prefix="shadow")
+        self._views: dict[str, ModelView] = {}
         self._lock = threading.Lock()
         self._decoded = threading.BoundedSemaphore(settings.max_decoded)
         self._model_calls = threading.BoundedSemaphore(settings.max_model_calls)
         self._request = threading.local()  # each request runs in one worker thread
         self.warm_version: int | None = None  # the version /ready's warm inference ran on
 
+    def _client(self, label: str) -> ModelServerClient:
+        s = self.settings
+        return ModelServerClient(grpc_target=s.model_server, rest_url=s.model_server_rest,
+                                 model_name=s.model_name, label=label, protocol=s.protocol,
+                                 timeout_s=s.timeout_s)
+
+    @property
+    def client(self) -> ModelServerClient:
+        """The client of the label this request is served from (default: the served label)."""
+        return self.clients[self.label]
+
+    @property
+    def label(self) -> str:
+        return getattr(self._request, "label", None) or self.settings.model_label
+
+    @property
+    def _view(self) -> ModelView | None:
+        return self._views.get(self.settings.model_label)
+
+    def pick_label(self, client_id: str | None) -> str:
+        """The label a request is answered from: the canary for the split's share (sticky per
+        client id), else the served label."""
+        if self.rollout.mode == "split" and self.rollout.to_canary(client_id):
+            return self.settings.canary_label
+        return self.settings.model_label
+
     @contextlib.contextmanager
-    def request(self) -> Iterator[None]:
-        """One request's work (in its worker thread), under its GEOJAX_REQUEST_TIMEOUT_S."""
+    def request(self, label: str | None = None, shadow: bool = False) -> Iterator[None]:
+        """One request's work (in its worker thread), under its GEOJAX_REQUEST_TIMEOUT_S,
+        answered from `label` (default: the served label); a `shadow` replay feeds no drift or
+        prediction metrics."""
         self._request.deadline = time.monotonic() + self.settings.request_timeout_s
+        self._request.label, self._request.shadow = label, shadow
         try:
             yield
         finally:
-            self._request.deadline = None
+            self._request.deadline = self._request.label = None
+            self._request.shadow = False
+
+    def run(self, endpoint: str, label: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` as one request answered from `label`, counted and timed by label."""
+        start, status = time.perf_counter(), "500"
+        try:
+            with self.request(label):
+                result = fn(*args)
+            status = "200"
+            return result
+        except HTTPException as err:
+            status = str(err.status_code)
+            raise
+        finally:
+            self.metrics.label_requests.labels(label, endpoint, status).inc()
+            self.metrics.label_latency.labels(label, endpoint).observe(
+                time.perf_counter() - start)
+
+    def shadow(self, endpoint: str, fn: Callable[..., Any], args: tuple, answer: Any) -> None:
+        """In the background: the same request answered from the canary, counted under its
+        label and compared with `answer` (the agreement gauges); never touches the answer."""
+        def replay() -> None:
+            label, start, status = self.settings.canary_label, time.perf_counter(), "500"
+            try:
+                with self.request(label, shadow=True):
+                    canary = fn(*args)
+                status = "200"
+                self.compare(answer, canary)
+            except HTTPException as err:
+                status = str(err.status_code)
+            except Exception:
+                log.exception("shadow request to the canary failed")
+            finally:
+                self.metrics.label_requests.labels(label, endpoint, status).inc()
+                self.metrics.label_latency.labels(label, endpoint).observe(
+                    time.perf_counter() - start)
+
+        self._shadow_pool.submit(replay)
+
+    def compare(self, served: Any, canary: Any) -> None:
+        """Agreement of two answers to one request: the share of images with the same top class
+        (/predict, /predict/batch), and of detections matched by class and IoU >= 0.5
+        (/detect, /detect/batch)."""
+        if not isinstance(served, dict) or not isinstance(canary, dict):
+            return
+        if "class" in served or "predictions" in served:
+            a = [p["class"] for p in served.get("predictions", [served])]
+            b = [p["class"] for p in canary.get("predictions", [canary])]
+            self._agree("classes", [float(x == y) for x, y in zip(a, b, strict=False)])
+        elif "detections" in served or "results" in served:
+            pairs = zip(served.get("results", [served]), canary.get("results", [canary]),
+                        strict=False)
+            self._agree("detections", [detection_agreement(x["detections"], y["detections"])
+                                       for x, y in pairs])
+
+    def _agree(self, kind: str, scores: list[float]) -> None:
+        with self._lock:
+            self.agreement[kind].extend(scores)
+            window = list(self.agreement[kind])
+        if window:
+            self.metrics.shadow_agreement.labels(kind).set(sum(window) / len(window))
+        self.metrics.shadow_compared.labels(kind).inc(len(scores))
 
     def _remaining(self) -> float:
         deadline = getattr(self._request, "deadline", None)
@@ -276,19 +456,20 @@ class Proxy:
             yield self.decode(data, source)
 
     def model_view(self, refresh: bool = False) -> ModelView:
-        """The served version and its input size (cached for a couple of seconds)."""
+        """The version behind this request's label and its input size (cached for a couple of
+        seconds)."""
+        label = self.label
         with self._lock:
-            view = self._view
+            view = self._views.get(label)
         if view and not refresh and time.monotonic() - view.fetched < MODEL_VIEW_TTL_S:
             return view
         version, input_size = self._call(self.client.served_signature)
-        if view is None or view.version != version:
+        if label == self.settings.model_label and (view is None or view.version != version):
             self.drift.reset()
         view = ModelView(version, input_size, self._version_metadata(version), time.monotonic())
-        self.metrics.version.labels(self.settings.model_name,
-                                    self.settings.model_label).set(version)
+        self.metrics.version.labels(self.settings.model_name, label).set(version)
         with self._lock:
-            self._view = view
+            self._views[label] = view
         return view
 
     def _version_metadata(self, version: int) -> dict[str, Any]:
@@ -329,6 +510,8 @@ class Proxy:
         if server_seconds is not None:
             server_seconds.append(elapsed)
         probabilities = prediction.probabilities[:count]
+        if getattr(self._request, "shadow", False):
+            return probabilities  # the live traffic's figures count the served answer only
         self.drift.observe_predictions(probabilities)
         for p in probabilities:
             self.metrics.predicted.labels(CLASSES[int(p.argmax())]).inc()
@@ -342,9 +525,9 @@ class Proxy:
         except ImageError as err:
             raise HTTPException(413 if isinstance(err, ImageTooLarge) else 400,
                                 str(err)) from err
-        stats = image_statistics(image)
-        self.drift.observe_input(stats)
-        self.metrics.input_pixels.observe(image.shape[0] * image.shape[1])
+        if not getattr(self._request, "shadow", False):
+            self.drift.observe_input(image_statistics(image))
+            self.metrics.input_pixels.observe(image.shape[0] * image.shape[1])
         return image
 
     def update_drift_gauges(self) -> dict:
@@ -358,8 +541,7 @@ class Proxy:
         return report
 
     def model_json(self, view: ModelView) -> dict[str, Any]:
-        return {"name": self.settings.model_name, "version": view.version,
-                "label": self.settings.model_label}
+        return {"name": self.settings.model_name, "version": view.version, "label": self.label}
 
 
 # /detect and /detect/batch options (module level: FastAPI resolves the annotations).
@@ -576,6 +758,17 @@ def create_app(settings: ProxySettings | None = None,
                 "created": view.metadata.get("created"),
                 "parity": view.metadata.get("parity")}
 
+    async def dispatch(request: Request, endpoint: str, fn: Callable[..., Any], *args: Any
+                       ) -> Any:
+        """Run `fn(*args)` in a worker thread, answered from the label the rollout picks for
+        this request (X-Client-Id keeps a client on one side of a split); in shadow mode the
+        canary gets the same request afterwards, in the background."""
+        label = proxy.pick_label(request.headers.get("x-client-id"))
+        answer = await run_in_threadpool(proxy.run, endpoint, label, fn, *args)
+        if proxy.rollout.mode == "shadow":
+            proxy.shadow(endpoint, fn, args, answer)
+        return answer
+
     def classify_images(items: list[tuple[bytes, str]], endpoint: str
                         ) -> tuple[ModelView, np.ndarray, float]:
         """Uploads decoded one at a time and resized as in training (each full-size image
@@ -593,8 +786,7 @@ def create_app(settings: ProxySettings | None = None,
 
     def predict_sync(data: bytes, source: str) -> dict[str, Any]:
         start = time.perf_counter()
-        with proxy.request():
-            view, probabilities, server = classify_images([(data, source)], "/predict")
+        view, probabilities, server = classify_images([(data, source)], "/predict")
         return {**prediction_json(probabilities[0]), "model": proxy.model_json(view),
                 "timing_ms": {"model_server": server * 1000,
                               "total": (time.perf_counter() - start) * 1000}}
@@ -604,12 +796,11 @@ def create_app(settings: ProxySettings | None = None,
                       file: Annotated[UploadFile | None, File()] = None) -> dict[str, Any]:
         """Classify one image: class, confidence and every class's probability."""
         data, source = await _one_image(request, file)
-        return await run_in_threadpool(predict_sync, data, source)
+        return await dispatch(request, "/predict", predict_sync, data, source)
 
     def predict_batch_sync(items: list[tuple[bytes, str]]) -> dict[str, Any]:
         start = time.perf_counter()
-        with proxy.request():
-            view, probabilities, server = classify_images(items, "/predict/batch")
+        view, probabilities, server = classify_images(items, "/predict/batch")
         return {"predictions": [prediction_json(p) for p in probabilities],
                 "model": proxy.model_json(view),
                 "timing_ms": {"model_server": server * 1000,
@@ -645,7 +836,7 @@ def create_app(settings: ProxySettings | None = None,
                             ) -> dict[str, Any]:
         """Classify up to GEOJAX_MAX_BATCH images in one model call."""
         items = await batch_items(request, files)
-        return await run_in_threadpool(predict_batch_sync, items)
+        return await dispatch(request, "/predict/batch", predict_batch_sync, items)
 
     def detection_options(classes: str | None, max_detections: int | None,
                           box_format: str) -> DetectionOptions:
@@ -670,20 +861,19 @@ def create_app(settings: ProxySettings | None = None,
         """Each image decoded, proposed and cropped in turn (its full-size copy freed before
         the next), then one model call for the crops of all of them."""
         start = time.perf_counter()
-        with proxy.request():
-            view = proxy.model_view()
-            prepared, annotated = [], None
-            for data, source in items:
-                with proxy.full_size_image(data, source) as image:
-                    prepared.append(detection.prepare(
-                        image, method, settings.max_regions, input_size=view.input_size))
-                    if annotate:
-                        annotated = image
-            decoded = time.perf_counter()
-            seconds: list[float] = []
-            results = detection.finish(
-                prepared, lambda crops: proxy.classify(crops, endpoint, seconds), confidence,
-                iou, crops_per_call=settings.crops_per_call)
+        view = proxy.model_view()
+        prepared, annotated = [], None
+        for data, source in items:
+            with proxy.full_size_image(data, source) as image:
+                prepared.append(detection.prepare(
+                    image, method, settings.max_regions, input_size=view.input_size))
+                if annotate:
+                    annotated = image
+        decoded = time.perf_counter()
+        seconds: list[float] = []
+        results = detection.finish(
+            prepared, lambda crops: proxy.classify(crops, endpoint, seconds), confidence,
+            iou, crops_per_call=settings.crops_per_call)
         for result in results:
             proxy.metrics.crops.observe(result.num_proposals)
         proxy.update_drift_gauges()
@@ -729,8 +919,8 @@ def create_app(settings: ProxySettings | None = None,
         time in model server calls, within classify) and `total`."""
         options = detection_options(classes, max_detections, box_format)
         data, source = await _one_image(request, file)
-        return await run_in_threadpool(detect_sync, [(data, source)], "/detect", method,
-                                       confidence, iou, options, format, image_id, annotate)
+        return await dispatch(request, "/detect", detect_sync, [(data, source)], "/detect",
+                              method, confidence, iou, options, format, image_id, annotate)
 
     @app.post("/detect/batch", tags=["detect"])
     async def detect_batch(
@@ -750,8 +940,8 @@ def create_app(settings: ProxySettings | None = None,
         the order sent (format=coco: image_id counts up from `image_id`)."""
         options = detection_options(classes, max_detections, box_format)
         items = await batch_items(request, files)
-        return await run_in_threadpool(detect_sync, items, "/detect/batch", method,
-                                       confidence, iou, options, format, image_id)
+        return await dispatch(request, "/detect/batch", detect_sync, items, "/detect/batch",
+                              method, confidence, iou, options, format, image_id)
 
     @app.get("/drift", tags=["monitoring"])
     def drift() -> dict[str, Any]:

@@ -63,8 +63,12 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from geojax.core.artefact import versions_on_disk
 
-STAGES: tuple[str, ...] = ("development", "staging", "production")
-"""TF Serving version labels, in promotion order; `register` gives a new version the first."""
+STAGES: tuple[str, ...] = ("development", "staging", "canary", "production")
+"""TF Serving version labels, in promotion order; `register` gives a new version the first.
+`canary` is optional: a staging version on trial beside production (the proxy's rollout
+setting splits or shadows traffic to it); production takes a version from staging or canary."""
+REMOVABLE_STAGES: tuple[str, ...] = ("canary",)
+"""Labels that may point nowhere (`remove_label`); the others always name a version."""
 
 GATED_METRICS: dict[str, int] = {"accuracy": +1, "macro_f1": +1}
 """Metrics a production candidate must not be worse at than production (+1: higher is better).
@@ -349,10 +353,11 @@ class Registry:
     def promote(self, version: int, to: str, *, force: bool = False, reason: str = "") -> None:
         """Point the `to` label at `version`.
 
-        Production requires the version to be in staging now and its gated metrics
-        (`GATED_METRICS`) to be no worse than production's (no gate while production is unset);
-        `force=True` (with a `reason`, which is recorded) overrides the metrics gate only.
-        Promoting to the stage a version already holds does nothing.
+        Canary requires the version to be in staging now. Production requires it to be in
+        staging or canary now and its gated metrics (`GATED_METRICS`) to be no worse than
+        production's (no gate while production is unset); `force=True` (with a `reason`, which
+        is recorded) overrides the metrics gate only. Promoting to the stage a version already
+        holds does nothing.
         """
         self._check_stage(to)
         with self._locked():
@@ -364,11 +369,17 @@ class Registry:
             if force and not reason.strip():
                 raise RegistryError("--force needs a --reason; it is recorded in the history")
             forced: list[str] = []
+            if to == "canary" and labels.get("staging") != version:
+                raise RegistryError(
+                    f"version {version} is not in staging (staging is "
+                    f"{labels.get('staging', 'unset')}); promote it to staging first"
+                )
             if to == "production":
-                if labels.get("staging") != version:
+                if version not in (labels.get("staging"), labels.get("canary")):
                     raise RegistryError(
-                        f"version {version} is not in staging (staging is "
-                        f"{labels.get('staging', 'unset')}); promote it to staging first"
+                        f"version {version} is not in staging or canary (staging is "
+                        f"{labels.get('staging', 'unset')}, canary "
+                        f"{labels.get('canary', 'unset')}); promote it to staging first"
                     )
                 current = labels.get("production")
                 if current is not None:
@@ -401,6 +412,25 @@ class Registry:
             self._check_live(target)
             self._move_label(state, stage, target, "rollback", push=False)
         return target
+
+    def remove_label(self, stage: str) -> int:
+        """Point `stage` (one of REMOVABLE_STAGES: the canary, when its trial ends) at no
+        version; returns the version it pointed at. The history keeps the move, and a
+        `rollback` of the stage brings the label back."""
+        self._check_stage(stage)
+        if stage not in REMOVABLE_STAGES:
+            raise RegistryError(f"the {stage} label always names a version; only "
+                                f"{', '.join(REMOVABLE_STAGES)} can be removed")
+        with self._locked():
+            state = self._read_state()
+            version = state["labels"].get(stage)
+            if version is None:
+                raise RegistryError(f"no version is in {stage}")
+            state["previous"].setdefault(stage, []).append(version)
+            del state["labels"][stage]
+            self._append_history(state, "remove", stage=stage, previous=version)
+            self._commit(state)
+        return int(version)
 
     def archive(self, version: int) -> None:
         """Move a version no label points at out of TF Serving's view, to `archive/<version>`.
@@ -776,6 +806,9 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", default="", help="why (required with --force)")
     rollback = commands.add_parser("rollback", help="point a stage back at its previous version")
     rollback.add_argument("--stage", required=True, help="|".join(STAGES))
+    remove = commands.add_parser("remove", help="point the canary label at no version "
+                                 "(the trial is over)")
+    remove.add_argument("--stage", required=True, help="|".join(REMOVABLE_STAGES))
     archive = commands.add_parser("archive", help="move an unlabelled version out of serving")
     archive.add_argument("version", type=int)
     gc = commands.add_parser("gc", help="delete incoming dirs left by exports that died")
@@ -804,6 +837,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.to} -> version {args.version}")
         elif args.command == "rollback":
             print(f"{args.stage} -> version {registry.rollback(args.stage)}")
+        elif args.command == "remove":
+            print(f"{args.stage} -> no version (was {registry.remove_label(args.stage)})")
         elif args.command == "archive":
             registry.archive(args.version)
             print(f"archived version {args.version}")

@@ -293,7 +293,7 @@ def test_unknown_version_stage_and_base_path_messages(registry, tmp_path):
     export(registry)
     with pytest.raises(RegistryError, match=r"unknown version 7; versions: 1, 2 \(see `list`\)"):
         registry.promote(7, "staging")
-    valid = "valid stages: development, staging, production"
+    valid = "valid stages: development, staging, canary, production"
     with pytest.raises(RegistryError, match=f"unknown stage 'prod'; {valid}"):
         registry.promote(1, "prod")
     with pytest.raises(RegistryError, match=f"unknown stage 'qa'; {valid}"):
@@ -503,3 +503,25 @@ def test_lock_is_exclusive_across_registry_objects(registry):
         assert not inside.wait(0.3)
     thread.join(5)
     assert inside.is_set()
+
+
+def test_canary_takes_a_staging_version_feeds_production_and_can_be_removed(registry):
+    for _ in range(2):
+        export(registry)
+    registry.promote(1, "staging")
+    registry.promote(1, "production")
+    with pytest.raises(RegistryError, match="version 2 is not in staging"):
+        registry.promote(2, "canary")
+    registry.promote(2, "staging")
+    registry.promote(2, "canary")
+    assert served(registry)[1] == {"development": 2, "staging": 2, "canary": 2,
+                                   "production": 1}
+    assert registry.remove_label("canary") == 2
+    assert "canary" not in registry.labels()
+    with pytest.raises(RegistryError, match="only canary can be removed"):
+        registry.remove_label("production")
+    assert registry.rollback("canary") == 2  # the trial resumes
+    registry.promote(2, "production")  # from canary, through the metrics gate as any promotion
+    assert registry.labels()["production"] == 2
+    actions = [(h["action"], h.get("stage")) for h in registry.history()]
+    assert ("remove", "canary") in actions and ("rollback", "canary") in actions
