@@ -319,3 +319,17 @@ def test_light_patches_are_space_to_depth_and_halve_the_stages_resolution():
         LightCNNBackbone(width=0.25).init(key(0), x, train=False), x, train=False)
     assert whole.shape[1:3] == (2, 2)
     assert backbone.min_input_size == 32
+
+
+def test_avgmax_pooling_feeds_the_head_average_and_maximum():
+    config = default_model_config("light")
+    config.update(width=0.25, input_size=32, pool="avgmax")
+    model = create_model(config)
+    x = images(2, 32)
+    variables = model.init(key(0), x, train=False)
+    channels = round(256 * 0.25)
+    assert variables["params"]["head"]["dense0"]["kernel"].shape[0] == 2 * channels
+    assert model.apply(variables, x, train=False).shape == (2, 10)
+    config.pool = "median"
+    with pytest.raises(ValueError, match="pool must be one of avg, avgmax"):
+        create_model(config)

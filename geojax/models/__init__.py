@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from geojax import NUM_CLASSES
-from geojax.models.classifier import Classifier, ModuleDef, classifier_head
+from geojax.models.classifier import POOLS, Classifier, ModuleDef, classifier_head
 from geojax.models.conv import Conv as GemmWeightGradConv
 from geojax.models.efficientnet import B0, B3, KerasEfficientNet
 from geojax.models.freezing import freeze_optimizer, param_labels
@@ -81,6 +81,9 @@ def default_model_config(name: str) -> ml_collections.ConfigDict:
     config.head_widths = (512, 256)
     config.head_dropout = (0.3, 0.15)
     config.head_batch_norm = name in TRANSFER_MODELS
+    # Global pooling of the last feature map: "avg", or "avgmax" (average and maximum side by
+    # side: a shape covering a few cells of the map is not averaged away by the background).
+    config.pool = "avg"
     if name == "se_resnet":
         config.conv = "gemm_wgrad"
         config.width = 1.0
@@ -123,6 +126,8 @@ def create_model(model_config: ml_collections.ConfigDict) -> Classifier:
     if "width" in config and not config.width > 0:
         raise ValueError(f"width must be > 0 (a multiplier of the stage widths), got "
                          f"{config.width}")
+    if config.pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {config.pool!r}")
     if "patch" in config and config.patch < 1:
         raise ValueError(f"patch must be >= 1 (1: no space-to-depth), got {config.patch}")
     if any(w < 1 for w in config.head_widths) or any(
@@ -142,6 +147,7 @@ def create_model(model_config: ml_collections.ConfigDict) -> Classifier:
         bn_axis_name=config.bn_axis_name,
         freeze_backbone=config.freeze_backbone,
         trainable_blocks=config.trainable_blocks,
+        pool=config.pool,
     )
     if config.input_size < model.min_input_size:
         raise ValueError(

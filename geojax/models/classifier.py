@@ -95,8 +95,12 @@ class MLPHead(nn.Module):
         return dense(self.num_classes, name="logits")(x)
 
 
+POOLS: tuple[str, ...] = ("avg", "avgmax")
+
+
 class Classifier(nn.Module):
-    """Backbone -> global average pooling -> MLP head -> float32 logits [N, num_classes].
+    """Backbone -> global pooling (`pool`: average, or average and maximum) -> MLP head ->
+    float32 logits [N, num_classes].
 
     `backbone` is a `Backbone` subclass or a `functools.partial` of one carrying its
     architecture fields; the shared fields (dtype, bn_axis_name, freezing) are passed from here.
@@ -113,6 +117,7 @@ class Classifier(nn.Module):
     bn_axis_name: str | None = None
     freeze_backbone: bool = False
     trainable_blocks: int = 0
+    pool: str = "avg"  # POOLS
 
     @property
     def min_input_size(self) -> int:
@@ -132,6 +137,9 @@ class Classifier(nn.Module):
         check_images(x, backbone.min_input_size)
         features = backbone(x, train)
         pooled = jnp.mean(features, axis=(1, 2), dtype=jnp.float32)
+        if self.pool == "avgmax":
+            peak = jnp.max(features, axis=(1, 2)).astype(jnp.float32)
+            pooled = jnp.concatenate([pooled, peak], axis=-1)
         logits = classifier_head(self)(pooled, train)
         return logits.astype(jnp.float32)
 
