@@ -171,3 +171,30 @@ def test_sketch_patterns_match_the_cpu_renderer():
         # The same pattern up to float32 rounding at the stripes' and dashes' edges.
         assert (np.asarray(fill) != cpu_fill).mean() < 0.01
         assert (np.asarray(stroke) != cpu_stroke).mean() < 0.01
+
+
+def test_sketch_styles_only_on_large_shapes_and_quiet_backgrounds_in_both_renderers():
+    """Dashes and hatching need room (SKETCH_MIN_RADIUS) and no texture under them."""
+    sketched = {}
+    for radius in (render.SKETCH_MIN_RADIUS - 1, render.SKETCH_MIN_RADIUS + 10):
+        keys = jax.random.split(jax.random.PRNGKey(0), 2000)
+        styles = jax.vmap(lambda k, r=radius: device_render.sample_style(k, jnp.float32(r)))(
+            keys)
+        any_sketch = (styles["dashes"] > 0) | (styles["hatch_spacing"] > 0)
+        textured = styles["background"] == 2
+        assert not bool(jnp.any(any_sketch & textured))
+        sketched[("device", radius)] = float(jnp.mean(any_sketch))
+        rng = np.random.default_rng(0)
+        count = 0
+        for _ in range(2000):
+            background = render.sample_image_style(rng)
+            style = render.sample_shape_style(rng, background, radius)
+            drawn = style.dashes > 0 or style.hatch_spacing > 0
+            assert not (drawn and background.background == "texture")
+            count += drawn
+        sketched[("cpu", radius)] = count / 2000
+    small, large = render.SKETCH_MIN_RADIUS - 1, render.SKETCH_MIN_RADIUS + 10
+    assert sketched[("device", small)] == sketched[("cpu", small)] == 0.0
+    # About 0.7 x (0.45 x 0.25 + 0.4 x 0.3) of large shapes, alike in both renderers.
+    assert 0.12 < sketched[("cpu", large)] < 0.2
+    assert abs(sketched[("device", large)] - sketched[("cpu", large)]) < 0.04

@@ -379,8 +379,9 @@ def sample_style(key: jax.Array, radius: jax.Array, effects: bool = True) -> Sty
     # Sketch styles, as render.sample_shape_style: hatched fills (with an outline), dashed or
     # dotted outlines.
     sketch = jax.random.uniform(jax.random.fold_in(k_u, 2), (7,))
-    hatched = (mode == 0) & (sketch[0] < cpu_render.HATCHED_P)
-    dashed = (mode == 1) & (sketch[0] < cpu_render.DASHED_P)
+    sketchable = (kind != 2) & (radius >= cpu_render.SKETCH_MIN_RADIUS)
+    hatched = sketchable & (mode == 0) & (sketch[0] < cpu_render.HATCHED_P)
+    dashed = sketchable & (mode == 1) & (sketch[0] < cpu_render.DASHED_P)
     max_width = jnp.maximum(1.5, radius * 0.12)
     jitter = jnp.where(u[8] < 0.25, _between(u[9], 0.005, 0.03), 0.0)
     # Smooth noise a_k sin(k phase + u_k), a_k ~ N(0, 1) / k, scaled to peak at jitter * radius.

@@ -45,6 +45,11 @@ FRAGMENT_OUTSIDE = (0.15, 0.7)  # the centre's distance beyond the border, in ra
 DASHED_P, DASHES, DASH_DUTY = 0.3, (12, 29), (0.3, 0.7)  # fewer dashes read as sides
 HATCHED_P, HATCH_SPACING, HATCH_DUTY = 0.25, (0.12, 0.3), (0.3, 0.6)  # spacing: of the radius
 MIN_HATCH_SPACING = 2.5  # px
+# A sketch style needs room and a quiet ground to be read: only shapes of radius >= this (px;
+# 12 dashes of >= 2 px around the outline) and backgrounds other than textures get one. Below
+# it, 12-28 dashes are dots of a pixel and hatching is a few blobs; on a blotchy texture a
+# dashed outline dissolves into the blotches.
+SKETCH_MIN_RADIUS = 8.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +179,8 @@ def sample_shape_style(
     rng: np.random.Generator, background: ImageStyle, radius: float, sketch: bool = True
 ) -> ShapeStyle:
     """Fill/stroke choice and colours that stand out from the background; with `sketch`, some
-    outlines dashed and some fills hatched (DASHED_P, HATCHED_P)."""
+    outlines dashed and some fills hatched (DASHED_P, HATCHED_P) where the shape is large
+    enough and the background not a texture (SKETCH_MIN_RADIUS)."""
     r, g, b = (int(c) for c in np.mean(background.colors, axis=0))
     base = (r, g, b)
     if background.colors[0] == background.colors[1] and _luma(base) > 0.85 and rng.random() < 0.5:
@@ -188,6 +194,7 @@ def sample_shape_style(
     width = float(rng.uniform(1.0, max_width))
     jitter = float(rng.uniform(0.005, 0.03)) if rng.random() < 0.25 else 0.0
     draws = rng.random(7)
+    sketch = sketch and background.background != "texture" and radius >= SKETCH_MIN_RADIUS
     sketched = sketch and draws[0] < HATCHED_P
     if mode == "filled":
         if sketched:
