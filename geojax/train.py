@@ -1094,6 +1094,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     rates = speed.summary()
     if rates:
         writer.write_scalars(step, {f"run_{k}": v for k, v in rates.items()})
+        if jax.process_index() == 0:
+            append_history(workdir, step, "run", {f"run_{k}": v for k, v in rates.items()})
         if wandb_run is not None:
             wandb_run.summary.update({f"run_{k}": v for k, v in rates.items()})
         logging.info("Throughput over the run: %s", ", ".join(

@@ -51,6 +51,8 @@ def test_a_few_steps_on_one_device_write_checkpoints_metrics_and_report(tmp_path
         assert p["images_per_sec"] == pytest.approx(TINY["batch_size"] * 1000 / p["step_ms"])
         assert p["tflops_per_sec"] > 0 and p["mfu"] > 0
     assert [p["step"] for p in history if p["split"] == "val"] == [2, 3]
+    (run,) = [p for p in history if p["split"] == "run"]  # the run's totals, logged at the end
+    assert run["step"] == 3 and run["run_images_per_sec"] > 0 and run["run_mfu"] > 0
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [1, 2, 3]
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert report["num_examples"] == TINY["data.eval_size"]
