@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -202,6 +203,10 @@ def directory_size(directory: Path) -> int:
     return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
 
 
+def _format_bytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.0f} KiB"
+
+
 def git_commit() -> str | None:
     """The commit of the code that exported (None outside a git checkout)."""
     try:
@@ -326,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "$GEOJAX_MODEL_SERVER or localhost:8500 if a server listens there; "
                              "'none': never wait")
     args = parser.parse_args(argv)
+    from geojax.core.console import quiet_start_up
+
+    quiet_start_up()  # TensorFlow's and JAX's C++ start-up lines
+    logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's read-only checkpoint notes
     from geojax.registry import RegistryError
     from geojax.train import CheckpointError
 
@@ -336,7 +345,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ExportError, CheckpointError, RegistryError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"exported {args.workdir} as {args.model_name} version {version} in {args.base_path}")
+    version_dir = Path(args.base_path) / str(version)
+    metadata = json.loads((version_dir / "metadata.json").read_text())
+    print(f"wrote {version_dir} ({_format_bytes(directory_size(version_dir))}): a SavedModel "
+          f"with signatures serving_default and predict_pixels")
+    print(f"parity with JAX: max |delta p| {metadata['parity']:.2e} on "
+          f"{metadata['parity_check']['batch']} validation images "
+          f"(tolerance {metadata['parity_check']['tolerance']:g})")
+    print(f"{args.model_name} version {version}, labelled development "
+          f"(python -m geojax.registry --base_path {args.base_path} promote {version} "
+          "--to staging)")
     return 0
 
 

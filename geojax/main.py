@@ -18,6 +18,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from geojax.core.console import quiet_start_up
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file (experiments/*.py).", lock_config=True
@@ -25,8 +27,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _VERBOSE = flags.DEFINE_bool(
     "verbose", False, "Also show the libraries' INFO logging (Orbax's per-checkpoint lines, "
     "JAX's backend probes); by default the console shows geojax's own lines, the metrics, the "
-    "progress line and every warning. (TensorFlow's C++ start-up lines print before any "
-    "setting can reach them.)")
+    "progress line and every warning; --verbose also shows TensorFlow's and JAX's C++ "
+    "start-up lines (oneDNN, CUDA probes).")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Validate the config, build the model and compile the train step for the "
     "configured devices without running it; print parameters, FLOPs per image and step and the "
@@ -46,13 +48,28 @@ class _OwnInfoOnly(logging.Filter):
             part in record.pathname for part in _OWN_INFO)
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """Time and message; warnings and errors keep their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            time_part, _, message = text.partition(" ")
+            return f"{time_part} {record.levelname}: {message}"
+        return text
+
+
 def quiet_console(verbose: bool) -> None:
     """Keeps third-party INFO logging (one checkpoint is dozens of Orbax lines) off the console
-    unless `verbose`; must run before TensorFlow is imported (its C++ log level is read then)."""
+    unless `verbose`, and TensorFlow's and JAX's C++ start-up lines (`quiet_start_up`)."""
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    absl_logging.get_absl_handler().addFilter(_OwnInfoOnly())
+    quiet_start_up()
+    handler = absl_logging.get_absl_handler()
+    handler.addFilter(_OwnInfoOnly())
+    # "12:03:04 message" instead of absl's level, date, microseconds, thread id and source.
+    handler.setFormatter(_ConsoleFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
 
 
 def _config_error_message(error: Exception, argv: Sequence[str]) -> str:

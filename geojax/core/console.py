@@ -1,0 +1,47 @@
+"""The console of the commands: native libraries' start-up lines kept off it by default.
+
+TensorFlow and JAX's CUDA plugin write their start-up notes (oneDNN, CUDA stubs and a failed
+cuInit on a machine without a GPU, XLA's service on its first compiled function) from C++
+before absl's logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not reach them.
+`quiet_start_up` imports both, probes their devices and compiles one trivial function with
+file descriptor 2 pointed at /dev/null; anything later prints as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the block (Python's own stderr is flushed first)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def quiet_start_up(tensorflow: bool = True, jax: bool = True) -> None:
+    """Import TensorFlow and JAX, probe their devices and compile one trivial TensorFlow
+    function, without their start-up lines."""
+    with native_stderr_silenced():
+        if tensorflow:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe
+            # XLA's service announces itself on the first compiled function (export's parity
+            # check and the model server run jax2tf graphs through XLA).
+            tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(1.0))
+        if jax:
+            import jax as jax_module
+
+            jax_module.devices()
