@@ -335,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_start_up()  # TensorFlow's and JAX's C++ start-up lines
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's read-only checkpoint notes
+    logging.basicConfig(format="%(message)s")  # the registry's notes, as plain lines
     from geojax.registry import RegistryError
     from geojax.train import CheckpointError
 
