@@ -3,7 +3,7 @@
 TensorFlow and JAX's CUDA plugin write their start-up notes (oneDNN, CUDA stubs and a failed
 cuInit on a machine without a GPU, XLA's service on its first compiled function) from C++
 before absl's logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not reach them.
-`quiet_start_up` imports both, probes their devices and compiles one trivial function with
+`quiet_start_up` imports both, probes TensorFlow's devices and compiles one trivial function with
 file descriptor 2 pointed at /dev/null; anything later prints as usual.
 """
 
@@ -31,7 +31,7 @@ def native_stderr_silenced() -> Iterator[None]:
 
 
 def quiet_start_up(tensorflow: bool = True, jax: bool = True) -> None:
-    """Import TensorFlow and JAX, probe their devices and compile one trivial TensorFlow
+    """Import TensorFlow and JAX, probe TensorFlow's devices and compile one trivial TensorFlow
     function, without their start-up lines."""
     with native_stderr_silenced():
         if tensorflow:
@@ -42,6 +42,6 @@ def quiet_start_up(tensorflow: bool = True, jax: bool = True) -> None:
             # check and the model server run jax2tf graphs through XLA).
             tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(1.0))
         if jax:
-            import jax as jax_module
-
-            jax_module.devices()
+            # Imported only: starting its backends here would come before a multi-process
+            # run's jax.distributed.initialize, which must be first.
+            import jax as jax_module  # noqa: F401
