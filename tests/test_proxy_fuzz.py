@@ -67,7 +67,8 @@ def valid_uploads():
     part = ("scene.png", encode_png(compose_scene(np.random.default_rng(5), 160, 120).image),
             "image/png")
     return {"/detect": [("file", part)], "/predict": [("file", part)],
-            "/predict/batch": [("files", part), ("files", part)]}
+            "/predict/batch": [("files", part), ("files", part)],
+            "/detect/batch": [("files", part), ("files", part)]}
 
 
 def fuzz(strategy, files=None):
@@ -106,7 +107,8 @@ def test_no_generated_request_gets_a_server_error(proxy_schema, mode, bodies):
             assert mode is GenerationMode.NEGATIVE, operation.label
             continue
         fuzzed.append(operation.path)
-    # With the body fixed, negative mode can only break /detect's query parameters.
-    required = {"/detect"} if bodies != "generated" and mode is GenerationMode.NEGATIVE else set(
-        uploads)
+    # With the body fixed, negative mode can only break the detection endpoints' query
+    # parameters.
+    required = ({"/detect", "/detect/batch"} if bodies != "generated"
+                and mode is GenerationMode.NEGATIVE else set(uploads))
     assert required <= set(fuzzed), fuzzed
