@@ -263,7 +263,7 @@ def export_workdir(
     """Export WORKDIR's checkpoint as the next version under `base_path`; returns the version."""
     import jax
 
-    from geojax import CLASSES, drift, evaluate
+    from geojax import CLASSES, drift, metrics
     from geojax.core.images import encode_png
     from geojax.data import eval_split
     from geojax.registry import Registry
@@ -273,7 +273,7 @@ def export_workdir(
 
     val = eval_split(config.data, "val", seed=config.seed)
     pixels = val["image"].astype(np.float32) / 255.0
-    probabilities = evaluate.softmax(np.asarray(jax.jit(apply_fn)(variables, pixels)))
+    probabilities = metrics.softmax(np.asarray(jax.jit(apply_fn)(variables, pixels)))
 
     registry = Registry(base_path, config_file=config_file, model_name=model_name,
                         server=server)

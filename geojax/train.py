@@ -32,7 +32,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
-from clu import metrics
+from clu import metrics as clu_metrics
 from etils import epath
 from flax import linen as nn
 from jax import lax
@@ -40,7 +40,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from geojax import CLASSES, NO_SHAPE, NUM_CLASSES, evaluate, models, throughput
+from geojax import CLASSES, NO_SHAPE, NUM_CLASSES, metrics, models, throughput
 from geojax.data import pipeline
 
 DATA_AXIS = "data"
@@ -287,18 +287,18 @@ def create_train_state(
 
 
 @flax.struct.dataclass
-class TrainMetrics(metrics.Collection):
+class TrainMetrics(clu_metrics.Collection):
     # clu declares a metric by calling from_output, which mypy rejects as an annotation
-    loss: metrics.Average.from_output("loss")  # type: ignore[valid-type]
-    accuracy: metrics.Average.from_output("accuracy")  # type: ignore[valid-type]
+    loss: clu_metrics.Average.from_output("loss")  # type: ignore[valid-type]
+    accuracy: clu_metrics.Average.from_output("accuracy")  # type: ignore[valid-type]
     # The fraction of steps skipped because their loss or gradients were not finite.
-    nonfinite: metrics.Average.from_output("nonfinite")  # type: ignore[valid-type]
+    nonfinite: clu_metrics.Average.from_output("nonfinite")  # type: ignore[valid-type]
 
 
 @flax.struct.dataclass
-class EvalMetrics(metrics.Collection):
-    loss: metrics.Average.from_output("loss")  # type: ignore[valid-type]  # see TrainMetrics
-    accuracy: metrics.Accuracy
+class EvalMetrics(clu_metrics.Collection):
+    loss: clu_metrics.Average.from_output("loss")  # type: ignore[valid-type]  # see TrainMetrics
+    accuracy: clu_metrics.Accuracy
 
 
 def cross_entropy_loss(
@@ -841,14 +841,14 @@ def read_temperature(workdir: str, step: int) -> float:
 def calibrate(workdir: str, step: int, val_logits: np.ndarray, val_labels: np.ndarray
               ) -> float:
     """Fits and records the temperature of checkpoint `step` on the validation split."""
-    temperature = evaluate.fit_temperature(val_logits, val_labels)
+    temperature = metrics.fit_temperature(val_logits, val_labels)
     values = {
-        "val_ece_before": evaluate.expected_calibration_error(
-            evaluate.softmax(val_logits), val_labels),
-        "val_ece_after": evaluate.expected_calibration_error(
-            evaluate.softmax(val_logits / temperature), val_labels),
-        "val_nll_before": evaluate.negative_log_likelihood(val_logits, val_labels),
-        "val_nll_after": evaluate.negative_log_likelihood(val_logits, val_labels, temperature),
+        "val_ece_before": metrics.expected_calibration_error(
+            metrics.softmax(val_logits), val_labels),
+        "val_ece_after": metrics.expected_calibration_error(
+            metrics.softmax(val_logits / temperature), val_labels),
+        "val_nll_before": metrics.negative_log_likelihood(val_logits, val_labels),
+        "val_nll_after": metrics.negative_log_likelihood(val_logits, val_labels, temperature),
     }
     if jax.process_index() == 0:
         write_calibration(workdir, step, temperature, values)
@@ -1113,16 +1113,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     writer.write_scalars(int(state.step), {f"test_{k}": v for k, v in test_metrics.items()})
     if jax.process_index() == 0:
         test_labels = np.asarray(test_split["label"])
-        report = evaluate.write_report(
-            evaluate.softmax(test_logits / temperature),
+        report = metrics.write_report(
+            metrics.softmax(test_logits / temperature),
             test_labels,
             os.path.join(workdir, "eval"),
             class_names=CLASSES,
             history=read_history(workdir),
             extra={"checkpoint": best_path, "step": int(state.step), "temperature": temperature,
                    "ema_decay": float(config.ema_decay),  # > 0: these are the EMA weights
-                   "ece_uncalibrated": evaluate.expected_calibration_error(
-                       evaluate.softmax(test_logits), test_labels)},
+                   "ece_uncalibrated": metrics.expected_calibration_error(
+                       metrics.softmax(test_logits), test_labels)},
         )
         logging.info("Test accuracy %.4f (checkpoint %s)", report["accuracy"], best_path)
         if wandb_run is not None:

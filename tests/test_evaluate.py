@@ -7,17 +7,17 @@ import cv2
 import numpy as np
 import pytest
 
-from geojax import CLASSES, evaluate
+from geojax import CLASSES, evaluate, metrics
 
 
 def test_confusion_matrix_counts_true_by_predicted():
-    cm = evaluate.confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), 3)
+    cm = metrics.confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), 3)
     np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
 
 
 def test_precision_recall_f1_by_hand():
     cm = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 2]])
-    scores = evaluate.precision_recall_f1(cm)
+    scores = metrics.precision_recall_f1(cm)
     # class 0: tp 1, predicted 2, true 2; class 1: tp 1, predicted 2, true 1; class 2: 2, 2, 3
     np.testing.assert_allclose(scores["precision"], [1 / 2, 1 / 2, 2 / 2])
     np.testing.assert_allclose(scores["recall"], [1 / 2, 1 / 1, 2 / 3])
@@ -26,7 +26,7 @@ def test_precision_recall_f1_by_hand():
 
 
 def test_precision_of_a_never_predicted_class_is_zero_not_nan():
-    scores = evaluate.precision_recall_f1(np.array([[2, 0], [1, 0]]))
+    scores = metrics.precision_recall_f1(np.array([[2, 0], [1, 0]]))
     np.testing.assert_array_equal(scores["precision"], [2 / 3, 0.0])
     np.testing.assert_array_equal(scores["f1"][1], 0.0)
 
@@ -36,35 +36,35 @@ def test_expected_calibration_error_by_hand():
     # 0.6, 0.6 (bin 8: both right -> |1 - 0.6| * 2/4).
     probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.6, 0.4]])
     labels = np.array([0, 1, 1, 0])
-    assert evaluate.expected_calibration_error(probs, labels) == pytest.approx(0.2 + 0.2)
+    assert metrics.expected_calibration_error(probs, labels) == pytest.approx(0.2 + 0.2)
 
 
 def test_a_perfectly_calibrated_confident_model_has_zero_ece():
     probs = np.eye(3)[[0, 1, 2, 1]]
-    assert evaluate.expected_calibration_error(probs, np.array([0, 1, 2, 1])) == 0.0
+    assert metrics.expected_calibration_error(probs, np.array([0, 1, 2, 1])) == 0.0
 
 
 def test_roc_curve_and_auc_by_hand():
     scores = np.array([0.9, 0.8, 0.7, 0.6])
     positives = np.array([True, False, True, False])
-    fpr, tpr = evaluate.roc_curve(scores, positives)
+    fpr, tpr = metrics.roc_curve(scores, positives)
     np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1])
     np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1, 1])
-    assert evaluate.area_under_curve(fpr, tpr) == pytest.approx(0.75)
+    assert metrics.area_under_curve(fpr, tpr) == pytest.approx(0.75)
 
 
 def test_roc_tied_scores_move_together():
-    fpr, tpr = evaluate.roc_curve(np.array([0.5, 0.5]), np.array([True, False]))
+    fpr, tpr = metrics.roc_curve(np.array([0.5, 0.5]), np.array([True, False]))
     np.testing.assert_allclose(fpr, [0, 1])
     np.testing.assert_allclose(tpr, [0, 1])
-    assert evaluate.area_under_curve(fpr, tpr) == pytest.approx(0.5)
+    assert metrics.area_under_curve(fpr, tpr) == pytest.approx(0.5)
 
 
 def test_classification_report_is_json_and_consistent():
     rng = np.random.default_rng(0)
     labels = np.arange(40) % len(CLASSES)
-    probs = evaluate.softmax(rng.normal(size=(40, len(CLASSES))) + 3 * np.eye(len(CLASSES))[labels])
-    report = evaluate.classification_report(probs, labels, CLASSES)
+    probs = metrics.softmax(rng.normal(size=(40, len(CLASSES))) + 3 * np.eye(len(CLASSES))[labels])
+    report = metrics.classification_report(probs, labels, CLASSES)
     json.dumps(report)
     assert report["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == labels))
     assert sum(c["support"] for c in report["per_class"].values()) == 40
@@ -72,7 +72,7 @@ def test_classification_report_is_json_and_consistent():
 
 
 def test_softmax_rows_sum_to_one_for_large_logits():
-    probs = evaluate.softmax(np.array([[1000.0, 0.0], [0.0, 0.0]]))
+    probs = metrics.softmax(np.array([[1000.0, 0.0], [0.0, 0.0]]))
     np.testing.assert_allclose(probs.sum(1), 1.0)
     np.testing.assert_allclose(probs[1], [0.5, 0.5])
 
@@ -82,7 +82,7 @@ def test_write_report_writes_json_and_pngs(tmp_path):
     probs = np.eye(3)[[0, 1, 1, 0]] * 0.8 + 0.2 / 3
     history = [{"step": 1, "split": "train", "train_loss": 1.0, "train_accuracy": 0.5},
                {"step": 1, "split": "val", "val_loss": 1.2, "val_accuracy": 0.4}]
-    report = evaluate.write_report(probs, labels, str(tmp_path), class_names=("a", "b", "c"),
+    report = metrics.write_report(probs, labels, str(tmp_path), class_names=("a", "b", "c"),
                                    history=history, extra={"step": 1})
     assert report["accuracy"] == 0.75
     assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 1
@@ -148,17 +148,17 @@ def test_evaluate_without_checkpoints_says_to_train_first(trained_workdir, tmp_p
 def test_temperature_scaling_recovers_the_temperature_that_made_the_probabilities():
     rng = np.random.default_rng(0)
     true_logits = rng.normal(size=(4000, 10)) * 2
-    labels = np.array([rng.choice(10, p=p) for p in evaluate.softmax(true_logits)])
+    labels = np.array([rng.choice(10, p=p) for p in metrics.softmax(true_logits)])
     # An overconfident model: the right logits, three times too sharp.
     overconfident = 3.0 * true_logits
-    temperature = evaluate.fit_temperature(overconfident, labels)
+    temperature = metrics.fit_temperature(overconfident, labels)
     assert temperature == pytest.approx(3.0, rel=0.1)
-    before = evaluate.expected_calibration_error(evaluate.softmax(overconfident), labels)
-    after = evaluate.expected_calibration_error(evaluate.softmax(overconfident / temperature),
+    before = metrics.expected_calibration_error(metrics.softmax(overconfident), labels)
+    after = metrics.expected_calibration_error(metrics.softmax(overconfident / temperature),
                                                 labels)
     assert after < before / 3
     # The NLL at the fitted temperature is no worse than at its neighbours.
-    nll = evaluate.negative_log_likelihood
+    nll = metrics.negative_log_likelihood
     assert nll(overconfident, labels, temperature) <= nll(overconfident, labels, 0.9 * temperature)
     assert nll(overconfident, labels, temperature) <= nll(overconfident, labels, 1.1 * temperature)
 
