@@ -40,12 +40,14 @@ def label_version(rest, label):
     return int(response.json()["model_spec"]["version"])
 
 
-@pytest.fixture
-def polling_server(tiny_saved_model, tmp_path):
+@pytest.fixture(scope="module")
+def polling_server(tiny_saved_model, tmp_path_factory):
     """Version 1 in production, served by a model server that re-reads its config every
-    POLL_S seconds; yields (base path, config file, gRPC address, REST URL)."""
+    POLL_S seconds; yields (base path, config file, gRPC address, REST URL). The tests below
+    run in order on it: each adds the next version."""
     import shutil
 
+    tmp_path = tmp_path_factory.mktemp("faults")
     base, config_file = tmp_path / "models" / "geojax", tmp_path / "models.config"
     registry = Registry(base, config_file=config_file, server=None)
     incoming = registry.incoming_dir()
@@ -94,19 +96,18 @@ def test_readme_export_then_promote_changes_what_is_served(polling_server, tiny_
     assert "staging" in listing
 
 
-def test_promote_fails_saying_how_to_finish_when_the_server_does_not_load(polling_server,
-                                                                          tmp_path):
+def test_promote_fails_saying_how_to_finish_when_the_server_does_not_load(polling_server):
     """A server that is up but never loads the version: the label is not moved, the config is
     put back, and the message says what to do."""
     base, config_file, grpc, rest = polling_server
     registry = Registry(base, config_file=config_file, server=grpc, load_timeout_seconds=20)
     incoming = registry.incoming_dir()
     (incoming / "saved_model.pb").write_bytes(b"not a SavedModel")  # fails to load
-    config_before = config_file.read_text()
+    config_before, staging = config_file.read_text(), label_version(rest, "staging")
     with pytest.raises(RegistryError, match="registered but not labelled"):
         registry.register(incoming, {"metrics": {"accuracy": 0.1, "macro_f1": 0.1}})
     assert config_file.read_text() == config_before
-    version = 2
+    version = max(row.version for row in registry.versions())
     result = subprocess.run(
         [sys.executable, "-m", "geojax.registry", f"--base_path={base}",
          f"--config_file={config_file}", "--load_timeout_seconds=20", "promote", str(version),
@@ -116,4 +117,4 @@ def test_promote_fails_saying_how_to_finish_when_the_server_does_not_load(pollin
     assert f"failed to load geojax version {version}" in result.stderr
     assert "labels left where they were" in result.stderr
     assert config_file.read_text() == config_before
-    assert label_version(rest, "staging") == 1
+    assert label_version(rest, "staging") == staging
