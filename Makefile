@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import cv2; cv2.ximgproc.segmentation; print('opencv', cv2.__version__, 'with contrib')"
 	touch $(STAMP)
 
-# promtool and prometheus (Debian package `prometheus`) for tests/test_deploy.py and
-# tests/test_prometheus.py: installed when missing and we are root (CI, the dev machines);
+# promtool and prometheus (Debian package `prometheus`) for tests/deploy/test_deploy.py and
+# tests/deploy/test_deploy.py: installed when missing and we are root (CI, the dev machines);
 # otherwise those tests say how to install them (and fail under CI=true).
 deploy-tools:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \

@@ -13,7 +13,7 @@ import ml_collections
 REPO = Path(__file__).resolve().parent.parent
 
 # A few-second run of experiments/quick.py: 16 px images from the CPU loader (tests that feed
-# batches themselves need it; tests/test_device_source.py covers device data), a quarter-width
+# batches themselves need it; tests/data/test_device_source.py covers device data), a quarter-width
 # light CNN on whole pixels (16 px has no room for 2x2 patches).
 TINY = {
     "data.img_size": 16,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from geojax import CLASSES
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import bench_detection
 import seed_style_shapes as seed
 

@@ -6,10 +6,10 @@ Marked slow: training quick takes minutes on 2 CPU cores (the whole test, traini
 included: 5.6 min, 284 CPU-s, on a busy 2-core machine), over the default suite's budget, and
 fewer steps do not reach the bar (300 steps: 75% test accuracy), so `make test-slow` runs it.
 The default suite checks where /detect puts its boxes with the tiny untrained model
-(tests/test_proxy.py). To test a quick model trained already, e.g. the one `make demo` exports:
+(tests/serving/test_proxy.py). To test a quick model trained already, e.g. the one `make demo` exports:
 
     GEOJAX_QUICK_MODEL=runs/demo/models/geojax .venv/bin/python -m pytest -m slow \\
-        tests/test_detection_quality.py
+        tests/serving/test_detection_quality.py
 
 GEOJAX_QUICK_MODEL may name a SavedModel version, a model base path of numbered versions (the
 highest is taken) or a training workdir (exported here first).
@@ -34,7 +34,7 @@ from geojax.registry import Registry
 
 from test_proxy import detect_scenes, serving
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCENE_SEED = 20_000
 NUM_SCENES = 150
 

@@ -53,7 +53,7 @@ _TWO_DEVICES = textwrap.dedent("""
     import jax, numpy as np, sys
     from geojax import train
     from geojax.data import device
-    from tests.test_device_source import BATCH, _config
+    from tests.data.test_device_source import BATCH, _config
     assert jax.device_count() == 2
     make = device.batch_fn(_config(), train.create_mesh(), BATCH, seed=3)
     batch = make(1)

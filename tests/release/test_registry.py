@@ -22,7 +22,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from geojax import registry as registry_lib
 from geojax.registry import Registry, RegistryError, config_phases, metric_regressions
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from geojax import CLASSES
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import heldout_shapes as heldout
 
 SIZE = 96

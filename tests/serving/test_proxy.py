@@ -268,7 +268,7 @@ def test_detect_options_formats_and_batch(stack):
 def test_detect_puts_a_box_on_every_shape_of_generated_scenes(stack):
     # Where /detect puts boxes is up to the proposals; which class it names is up to the model,
     # and this one is untrained: so boxes are checked whatever their class. (With a trained
-    # model, classes too: tests/test_detection_quality.py, marked slow.) Default contour
+    # model, classes too: tests/serving/test_detection_quality.py, marked slow.) Default contour
     # proposals on the scene generator's defaults: textures, gradients, blur, noise, JPEG.
     scenes = [compose_scene(np.random.default_rng(21_000 + i)) for i in range(40)]
     predictions, timings = detect_scenes(stack["client"], scenes, confidence=0.0)
