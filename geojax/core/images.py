@@ -21,11 +21,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from geojax.core.errors import UserError
+
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SIDE = 20_000
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image that cannot be used; the message names the file (or 'upload') and why."""
 
 
