@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from geojax import NUM_CLASSES
-from geojax.models.classifier import POOLS, Classifier, ModuleDef, classifier_head
+from geojax.models.classifier import POOLS, TTAS, Classifier, ModuleDef, classifier_head
 from geojax.models.conv import Conv as GemmWeightGradConv
 from geojax.models.efficientnet import B0, B3, KerasEfficientNet
 from geojax.models.freezing import freeze_optimizer, param_labels
@@ -84,6 +84,9 @@ def default_model_config(name: str) -> ml_collections.ConfigDict:
     # Global pooling of the last feature map: "avg", or "avgmax" (average and maximum side by
     # side: a shape covering a few cells of the map is not averaged away by the background).
     config.pool = "avg"
+    # Test-time augmentation: "d4" averages the logits over the input's 8 rotations by quarter
+    # turns and mirror images (every class is closed under them) at 8x the inference cost.
+    config.tta = "none"
     if name == "se_resnet":
         config.conv = "gemm_wgrad"
         config.width = 1.0
@@ -128,6 +131,8 @@ def create_model(model_config: ml_collections.ConfigDict) -> Classifier:
                          f"{config.width}")
     if config.pool not in POOLS:
         raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {config.pool!r}")
+    if config.tta not in TTAS:
+        raise ValueError(f"tta must be one of {', '.join(TTAS)}, got {config.tta!r}")
     if "patch" in config and config.patch < 1:
         raise ValueError(f"patch must be >= 1 (1: no space-to-depth), got {config.patch}")
     if any(w < 1 for w in config.head_widths) or any(
@@ -148,6 +153,7 @@ def create_model(model_config: ml_collections.ConfigDict) -> Classifier:
         freeze_backbone=config.freeze_backbone,
         trainable_blocks=config.trainable_blocks,
         pool=config.pool,
+        tta=config.tta,
     )
     if config.input_size < model.min_input_size:
         raise ValueError(

@@ -97,10 +97,22 @@ class MLPHead(nn.Module):
 
 POOLS: tuple[str, ...] = ("avg", "avgmax")
 
+TTAS: tuple[str, ...] = ("none", "d4")
+"""Test-time augmentation: "d4" averages the logits over the input's 8 rotations by quarter
+turns and their mirror images (the dihedral group D4). Every class is closed under them (a
+rotated or mirrored square is a square), so these are the same question asked 8 ways."""
+
+
+def d4_views(x: jax.Array) -> jax.Array:
+    """[N, H, W, C] -> [8 * N, H, W, C]: the four quarter turns, then their mirror images."""
+    turns = [jnp.rot90(x, k, axes=(1, 2)) for k in range(4)]
+    return jnp.concatenate(turns + [t[:, :, ::-1] for t in turns], axis=0)
+
 
 class Classifier(nn.Module):
     """Backbone -> global pooling (`pool`: average, or average and maximum) -> MLP head ->
-    float32 logits [N, num_classes].
+    float32 logits [N, num_classes]; with `tta="d4"`, at inference, the mean of those logits
+    over the input's 8 rotations and mirror images.
 
     `backbone` is a `Backbone` subclass or a `functools.partial` of one carrying its
     architecture fields; the shared fields (dtype, bn_axis_name, freezing) are passed from here.
@@ -118,6 +130,7 @@ class Classifier(nn.Module):
     freeze_backbone: bool = False
     trainable_blocks: int = 0
     pool: str = "avg"  # POOLS
+    tta: str = "none"  # TTAS; applied at inference only (train=False)
 
     @property
     def min_input_size(self) -> int:
@@ -135,13 +148,18 @@ class Classifier(nn.Module):
             name="backbone",
         )
         check_images(x, backbone.min_input_size)
+        views = 8 if self.tta == "d4" and not train else 1
+        if views > 1:  # one batch of all views: one pass through the network
+            x = d4_views(x)
         features = backbone(x, train)
         pooled = jnp.mean(features, axis=(1, 2), dtype=jnp.float32)
         if self.pool == "avgmax":
             peak = jnp.max(features, axis=(1, 2)).astype(jnp.float32)
             pooled = jnp.concatenate([pooled, peak], axis=-1)
-        logits = classifier_head(self)(pooled, train)
-        return logits.astype(jnp.float32)
+        logits = classifier_head(self)(pooled, train).astype(jnp.float32)
+        if views > 1:
+            logits = logits.reshape(views, -1, logits.shape[-1]).mean(axis=0)
+        return logits
 
 
 def classifier_head(model: Classifier) -> MLPHead:

@@ -333,3 +333,30 @@ def test_avgmax_pooling_feeds_the_head_average_and_maximum():
     config.pool = "median"
     with pytest.raises(ValueError, match="pool must be one of avg, avgmax"):
         create_model(config)
+
+
+def test_d4_test_time_augmentation_averages_the_eight_views_at_inference_only():
+    config = default_model_config("light")
+    config.update(width=0.25, input_size=32)
+    plain = create_model(config)
+    config.tta = "d4"
+    d4 = create_model(config)
+    x = images(3, 32)
+    variables = plain.init(key(0), x, train=False)  # the same parameters serve both
+    turns = [jnp.rot90(x, k, axes=(1, 2)) for k in range(4)]
+    views = turns + [t[:, :, ::-1] for t in turns]
+    expected = jnp.mean(jnp.stack([plain.apply(variables, v, train=False) for v in views]), 0)
+    got = d4.apply(variables, x, train=False)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # Invariant: a rotated or mirrored image gets the same answer.
+    np.testing.assert_allclose(d4.apply(variables, views[3], train=False), got, rtol=1e-4,
+                               atol=1e-4)
+    assert not np.allclose(plain.apply(variables, views[3], train=False),
+                           plain.apply(variables, x, train=False), atol=1e-4)
+    # Training sees one view per image: the same logits as without test-time augmentation.
+    train_kwargs = {"train": True, "mutable": ["batch_stats"], "rngs": {"dropout": key(1)}}
+    np.testing.assert_array_equal(d4.apply(variables, x, **train_kwargs)[0],
+                                  plain.apply(variables, x, **train_kwargs)[0])
+    config.tta = "d8"
+    with pytest.raises(ValueError, match="tta must be one of none, d4"):
+        create_model(config)
