@@ -1,7 +1,7 @@
 """CPU: the strongest model this project trains without a GPU, in under 30 minutes on 2 cores.
 
 quick's data and recipe (64 px, sizes 20-95%, every style and background, the device
-augmentation, 15% shape-free images), plus the renderer's blur and noise in its own splits,
+augmentation, 15% shape-free images, the 8-view test-time averaging), plus the renderer's blur and noise in its own splits,
 with the light CNN at full width (4x quick's convolution work per image) for 8000 steps. For a
 GPU, train `custom` (the seed's SE-ResNet at 224 px).
 """
