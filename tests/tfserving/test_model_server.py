@@ -175,7 +175,8 @@ def grpc_error(call, request):
 
 
 def test_json_of_tensors_is_shaped_and_printed_as_tf_serving():
-    from geojax.model_server import ServingError, format_decimal, json_to_array, predict_json
+    from geojax.tfserving.json_tensor import format_decimal, json_to_array, predict_json
+    from geojax.tfserving.status import ServingError
 
     one = {"y": np.array([[2.5], [3.0]], np.float32)}
     assert json.loads(predict_json(one, "row")) == {"predictions": [[2.5], [3.0]]}
@@ -485,15 +486,14 @@ def test_prometheus_path_is_served_only_as_configured():
 
     from google.protobuf import text_format
 
-    from geojax.model_server import (
+    from geojax.tfserving.api import ModelServerApi
+    from geojax.tfserving.core import ServerCore, ServerOptions
+    from geojax.tfserving.metrics import (
         PROMETHEUS_PATH,
-        ModelServerApi,
-        RestApi,
-        ServerCore,
-        ServerOptions,
         monitoring_config_message,
         prometheus_path,
     )
+    from geojax.tfserving.rest_server import RestApi
 
     def path_of(text):
         return prometheus_path(text_format.Parse(text, monitoring_config_message()()))
