@@ -29,11 +29,21 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY geojax ./geojax
 RUN /opt/venv/bin/pip install --no-deps .
 
-FROM build AS build-serve
+# The proxy's own stage, from a fresh venv: only the `serve` extra (FastAPI, gRPC, TF Serving's
+# protos with the TensorFlow they need, numpy, Pillow, OpenCV contrib) and geojax without its
+# dependencies; none of the training stack (JAX, Flax, optax, orbax, clu, wandb, albumentations).
+FROM python:${PYTHON}-slim-bookworm AS build-serve
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md deploy/docker/constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['serve']))" \
       > requirements-serve.txt \
- && /opt/venv/bin/pip install -r requirements-serve.txt -c constraints.txt \
- && /opt/venv/bin/python -c "import cv2; cv2.ximgproc.segmentation; import geojax.proxy"
+ && /opt/venv/bin/pip install -r requirements-serve.txt -c constraints.txt
+COPY geojax ./geojax
+RUN /opt/venv/bin/pip install --no-deps . \
+ && /opt/venv/bin/python -c "import cv2; cv2.ximgproc.segmentation; import geojax.proxy" \
+ && /opt/venv/bin/python -c "from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc"
 
 FROM python:${PYTHON}-slim-bookworm AS runtime
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \

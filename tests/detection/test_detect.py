@@ -8,18 +8,16 @@ import pytest
 from geojax import CLASSES
 from geojax.core.results import Detection
 from geojax.data import compose_scene, render_shape
-from geojax.detect import (
+from geojax.detection.boxes import box_iou, non_max_suppression
+from geojax.detection.crops import crop_regions
+from geojax.detection.detect import detect
+from geojax.detection.drawing import draw_detections
+from geojax.detection.proposals import contour_regions, propose_regions
+from geojax.detection.scoring import (
     average_precision_per_class,
-    box_iou,
-    contour_regions,
-    crop_regions,
-    detect,
-    draw_detections,
     match_detections,
     mean_average_precision,
-    non_max_suppression,
     precision_recall,
-    propose_regions,
 )
 
 SIZE = 64

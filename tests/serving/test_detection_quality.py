@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 
 from geojax.data import compose_scene
-from geojax.detect import mean_average_precision, precision_recall
-from geojax.registry import Registry
+from geojax.detection.scoring import mean_average_precision, precision_recall
+from geojax.release.registry import Registry
 
 from test_proxy import detect_scenes, serving
 
@@ -51,7 +51,7 @@ def run(*args):
 @pytest.fixture(scope="module")
 def quick_stack(tmp_path_factory):
     """Model server + proxy serving a quick model from a fresh registry (production label)."""
-    from geojax.predict import find_saved_model
+    from geojax.inference.predictor import find_saved_model
 
     root = tmp_path_factory.mktemp("quick")
     base, config_file = root / "models" / "geojax", root / "models.config"

@@ -14,7 +14,8 @@ import time
 import httpx
 import pytest
 
-from geojax.registry import Registry, RegistryError
+from geojax.release.errors import RegistryError
+from geojax.release.registry import Registry
 
 from conftest import free_port
 

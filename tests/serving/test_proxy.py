@@ -23,10 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from geojax import CLASSES, SHAPE_THRESHOLD
 from geojax.core.images import encode_png, resize_to
 from geojax.data import compose_scene
-from geojax.detect import precision_recall
-from geojax.drift import image_statistics, profile
-from geojax.export import saved_model_probabilities
-from geojax.registry import Registry
+from geojax.detection.scoring import precision_recall
+from geojax.release.registry import Registry
+from geojax.release.saved_model import saved_model_probabilities
+from geojax.serving.drift import image_statistics, profile
 
 from conftest import TINY_SIZE, free_port, tiny_samples
 
@@ -400,7 +400,8 @@ def test_model_server_down_gives_503_then_recovers(stack, tiny_saved_model):
 def test_api_keys_guard_everything_but_probes_and_metrics(stack):
     from fastapi.testclient import TestClient
 
-    from geojax.proxy import ProxySettings, create_app
+    from geojax.serving.app import create_app
+    from geojax.serving.settings import ProxySettings
 
     settings = ProxySettings(model_server=f"127.0.0.1:{stack['grpc']}", api_keys=("s3cret",))
     with TestClient(create_app(settings)) as client:
@@ -423,7 +424,9 @@ def test_api_keys_guard_everything_but_probes_and_metrics(stack):
 def test_an_unhandled_error_is_a_500_and_counted(stack, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from geojax.proxy import Proxy, ProxySettings, create_app
+    from geojax.serving.app import create_app
+    from geojax.serving.settings import ProxySettings
+    from geojax.serving.state import Proxy
 
     def broken(self, data, source):
         raise RuntimeError("a bug")
@@ -437,7 +440,8 @@ def test_an_unhandled_error_is_a_500_and_counted(stack, monkeypatch):
 
 
 def test_key_comparison_and_key_files(tmp_path):
-    from geojax.proxy import ProxySettings, key_matches
+    from geojax.serving.middleware import key_matches
+    from geojax.serving.settings import ProxySettings
 
     assert key_matches("b", ("a", "b")) and not key_matches("", ("a",))
     assert not key_matches("s3cre", ("s3cret",)) and not key_matches("s3crets", ("s3cret",))
@@ -452,7 +456,7 @@ def test_key_comparison_and_key_files(tmp_path):
 
 
 def test_settings_from_environment_name_bad_values():
-    from geojax.proxy import ProxySettings
+    from geojax.serving.settings import ProxySettings
 
     settings = ProxySettings.from_env({"GEOJAX_MAX_BATCH": "7", "GEOJAX_API_KEYS": "a, b",
                                        "GEOJAX_CORS_ORIGINS": "http://x"})
@@ -468,7 +472,8 @@ def test_full_size_images_and_model_calls_wait_for_a_slot_then_get_503():
     a slot within the timeout is told the proxy is busy (no model server needed)."""
     from fastapi import HTTPException
 
-    from geojax.proxy import Proxy, ProxySettings
+    from geojax.serving.settings import ProxySettings
+    from geojax.serving.state import Proxy
 
     proxy = Proxy(ProxySettings(max_decoded=1, max_model_calls=1, timeout_s=0.2))
     png = encode_png(np.zeros((8, 8, 3), np.uint8))
@@ -490,11 +495,14 @@ def test_full_size_images_and_model_calls_wait_for_a_slot_then_get_503():
 
 
 def test_the_proxy_imports_no_training_stack():
-    """The serving side is built on geojax.core: importing the proxy (and building its app on
-    the REST protocol) loads none of the training libraries, nor TensorFlow."""
+    """The serving side is built on geojax.core: importing the proxy command and the serving
+    package (and building its app on the REST protocol) loads none of the training libraries,
+    nor TensorFlow."""
     code = (
         "import sys\n"
-        "from geojax.proxy import ProxySettings, create_app\n"
+        "import geojax.proxy, geojax.serving\n"
+        "from geojax.serving.app import create_app\n"
+        "from geojax.serving.settings import ProxySettings\n"
         "create_app(ProxySettings(protocol='rest'))\n"
         "heavy = ('jax', 'flax', 'optax', 'orbax', 'albumentations', 'wandb', 'clu', "
         "'tensorflow')\n"

@@ -1,6 +1,6 @@
 """The proxy's OpenAPI schema, fuzzed with Schemathesis: no generated request gets a 5xx.
 
-The app (`geojax.proxy.create_app`) runs in-process over ASGI, loaded by
+The app (`geojax.serving.app.create_app`) runs in-process over ASGI, loaded by
 `schemathesis.openapi.from_asgi`, in front of a real model server process serving the tiny
 model, so requests that get as far as a model call make one. Every operation is fuzzed with
 positive and negative (schema-violating) data; the upload endpoints once more with a real image
@@ -22,7 +22,7 @@ from schemathesis.checks import not_a_server_error
 
 from geojax.core.images import encode_png
 from geojax.data import compose_scene
-from geojax.registry import Registry
+from geojax.release.registry import Registry
 
 from conftest import free_port
 from test_proxy import start_model_server, wait_until
@@ -35,7 +35,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWar
 
 @pytest.fixture(scope="module")
 def proxy_schema(tiny_saved_model, tmp_path_factory):
-    from geojax.proxy import ProxySettings, create_app
+    from geojax.serving.app import create_app
+    from geojax.serving.settings import ProxySettings
 
     root = tmp_path_factory.mktemp("fuzz")
     base, config_file = root / "models" / "geojax", root / "models.config"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from geojax.registry import Registry
+from geojax.release.registry import Registry
 
 from conftest import free_port, tiny_samples
 from test_proxy import png_file, register, start, start_model_server, wait_until
