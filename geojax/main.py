@@ -10,15 +10,16 @@ libraries' INFO logging.
 
 import logging
 import os
-import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from geojax.core.console import quiet_start_up
+from geojax.core.errors import exit_with, user_errors
+
+PROG = "geojax.main"
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -94,14 +95,8 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         # config_flags defers a config file's load error until the config is first used.
         _CONFIG.value.keys()
     except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
-        user_error(f"{_config_error_message(e, argv)} (--helpfull lists the flags)")
+        exit_with(PROG, f"{_config_error_message(e, argv)} (--helpfull lists the flags)")
     return args
-
-
-def user_error(message: str) -> NoReturn:
-    """The one exit for a user's mistake: `geojax.main: message` on stderr, status 2."""
-    print(f"geojax.main: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def format_dry_run(plan: dict) -> str:
@@ -131,17 +126,16 @@ def main(argv: Sequence[str]) -> None:
     quiet_console(_VERBOSE.value)
     # Imported here, not at the top: data-loader worker processes re-import this module, and
     # must not pay for JAX and the metric writers' TensorFlow.
-    from geojax import train
+    from geojax.training.loop import dry_run, train_and_evaluate
 
     workdir = _WORKDIR.value
     assert workdir is not None  # a required flag
-    try:
+    # Config, checkpoint and non-finite-loss errors (and any other UserError): a message.
+    with user_errors(PROG):
         if _DRY_RUN.value:
-            print(format_dry_run(train.dry_run(_CONFIG.value)))
+            print(format_dry_run(dry_run(_CONFIG.value)))
             return
-        train.train_and_evaluate(_CONFIG.value, workdir)
-    except (train.ConfigError, train.CheckpointError, train.NonFiniteError) as e:
-        user_error(str(e))
+        train_and_evaluate(_CONFIG.value, workdir)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def tiny_saved_model(tmp_path_factory) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.is_dir():
             from geojax.core.images import encode_png
-            from geojax.export import export_saved_model
+            from geojax.release.saved_model import export_saved_model
 
             model, variables = tiny_model()
             incoming = shared / ".tiny_saved_model-incoming"
@@ -74,20 +74,23 @@ def tiny_saved_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_workdir(tmp_path_factory) -> Path:
-    """A workdir `geojax.evaluate` and `train.load_for_inference` read: experiments/quick.py at
-    the size of `tests.train_setup.TINY` (config.json) and its initial state as checkpoint 0,
-    ranked best. Untrained, so it costs no compilation; train for a model that learned."""
+    """A workdir `geojax.evaluate` and `geojax.inference.workdir.load_for_inference` read:
+    experiments/quick.py at the size of `tests.train_setup.TINY` (config.json) and its initial
+    state as checkpoint 0, ranked best. Untrained, so it costs no compilation; train for a model
+    that learned."""
 
-    from geojax import train
+    from geojax.training.checkpoints import create_checkpoint_manager, save_checkpoint
+    from geojax.training.steps import create_training
+    from geojax.training.workdir import write_config
     from tests.train_setup import TINY, load_config
 
     config = load_config("quick", TINY)
     workdir = tmp_path_factory.mktemp("tiny_workdir")
-    train.write_config(config, str(workdir))
-    state = train.create_training(config).state  # steps are jitted lazily: nothing compiles
-    manager = train.create_checkpoint_manager(str(workdir), config)
+    write_config(config, str(workdir))
+    state = create_training(config).state  # steps are jitted lazily: nothing compiles
+    manager = create_checkpoint_manager(str(workdir), config)
     progress = {"best_accuracy": 0.0, "best_step": 0, "stopped_early": False}
-    train.save_checkpoint(manager, state, progress, {"accuracy": 0.0})
+    save_checkpoint(manager, state, progress, {"accuracy": 0.0})
     manager.wait_until_finished()
     manager.close()
     return workdir

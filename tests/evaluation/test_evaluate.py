@@ -7,7 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from geojax import CLASSES, evaluate, metrics
+from geojax import CLASSES
+from geojax.evaluation import metrics
+from geojax.evaluation.report import breakdown, evaluate_folder
+from geojax.training.checkpoints import CheckpointError
+from geojax.training.loop import train_and_evaluate
+from geojax.training.workdir import CALIBRATION_FILENAME
 
 
 def test_confusion_matrix_counts_true_by_predicted():
@@ -92,11 +97,10 @@ def test_write_report_writes_json_and_pngs(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_workdir(tmp_path_factory):
-    from geojax import train
     from tests.train_setup import TINY, load_config
 
     workdir = tmp_path_factory.mktemp("trained")
-    train.train_and_evaluate(load_config("quick", {**TINY, "total_steps": 2}), str(workdir))
+    train_and_evaluate(load_config("quick", {**TINY, "total_steps": 2}), str(workdir))
     return workdir
 
 
@@ -136,13 +140,21 @@ def test_evaluate_command_reports_on_a_folder_of_any_images(trained_workdir, tmp
     assert "accuracy" in result.stdout
 
 
-def test_evaluate_without_checkpoints_says_to_train_first(trained_workdir, tmp_path):
-    from geojax import train
+def test_evaluate_command_exits_2_naming_a_folder_that_is_no_workdir(tmp_path):
+    from tests.train_setup import run
 
+    result = run([sys.executable, "-m", "geojax.evaluate", f"--workdir={tmp_path / 'none'}",
+                  f"--data_dir={tmp_path}", f"--output={tmp_path / 'r.json'}"])
+    assert result.returncode == 2
+    assert f"geojax.evaluate: {tmp_path / 'none' / 'config.json'} not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_evaluate_without_checkpoints_says_to_train_first(trained_workdir, tmp_path):
     (tmp_path / "config.json").write_text((trained_workdir / "config.json").read_text())
     _write_user_images(tmp_path / "data")
-    with pytest.raises(train.CheckpointError, match="train first"):
-        evaluate.evaluate_folder(str(tmp_path), str(tmp_path / "data"), str(tmp_path / "r.json"))
+    with pytest.raises(CheckpointError, match="train first"):
+        evaluate_folder(str(tmp_path), str(tmp_path / "data"), str(tmp_path / "r.json"))
 
 
 def test_temperature_scaling_recovers_the_temperature_that_made_the_probabilities():
@@ -167,8 +179,8 @@ def test_breakdown_by_size_band_and_style():
     manifest = {"a.png": {"extent": "0.25", "style": "solid", "kind": "filled"},
                 "b.png": {"extent": "0.45", "style": "dashed", "kind": "outline"},
                 "c.png": {"extent": "0.28", "style": "solid", "kind": "filled"}}
-    out = evaluate.breakdown(manifest, ["a.png", "b.png", "c.png"],
-                             np.array([True, False, False]))
+    out = breakdown(manifest, ["a.png", "b.png", "c.png"],
+                    np.array([True, False, False]))
     assert out["by_size"] == {"0-30%": {"accuracy": 0.5, "n": 2},
                               "30-50%": {"accuracy": 0.0, "n": 1}}
     assert out["by_style"]["solid"] == {"accuracy": 0.5, "n": 2}
@@ -178,8 +190,6 @@ def test_breakdown_by_size_band_and_style():
 
 def test_evaluate_reports_calibration_size_bands_and_shape_free_images(trained_workdir, tmp_path):
     import csv
-
-    from geojax import train
 
     data = tmp_path / "data"
     _write_user_images(data)
@@ -193,9 +203,9 @@ def test_evaluate_reports_calibration_size_bands_and_shape_free_images(trained_w
     blank.mkdir()
     for i in range(3):
         cv2.imwrite(str(blank / f"{i}.png"), np.full((30, 30, 3), 40 * i, np.uint8))
-    report = evaluate.evaluate_folder(str(trained_workdir), str(data), str(tmp_path / "r.json"),
-                                      no_shape_dir=str(blank))
-    calibration = json.loads((trained_workdir / train.CALIBRATION_FILENAME).read_text())
+    report = evaluate_folder(str(trained_workdir), str(data), str(tmp_path / "r.json"),
+                             no_shape_dir=str(blank))
+    calibration = json.loads((trained_workdir / CALIBRATION_FILENAME).read_text())
     assert report["temperature"] == calibration[str(report["checkpoint_step"])]["temperature"]
     assert sum(band["n"] for band in report["by_size"].values()) == len(files)
     assert set(report["by_style"]) == {"solid", "dashed"}

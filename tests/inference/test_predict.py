@@ -1,4 +1,5 @@
-"""geojax.predict: the Python API and CLI on an exported SavedModel, and their error messages."""
+"""geojax.inference.predictor and the geojax.predict command on an exported SavedModel, and their
+error messages."""
 
 import json
 import shutil
@@ -11,13 +12,13 @@ import pytest
 from geojax import CLASSES, SHAPE_THRESHOLD
 from geojax.core.images import encode_png, load_image, resize_to
 from geojax.data import compose_scene, render_shape
-from geojax.predict import (
+from geojax.inference.predictor import (
     ModelError,
     MultiShapeDetector,
     ShapePredictor,
     find_saved_model,
-    main,
 )
+from geojax.predict import main
 
 from conftest import TINY_SIZE
 
@@ -45,7 +46,11 @@ def images(tmp_path_factory):
 
 
 def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
+    """The command's exit status (returned, or exited with), stdout and stderr."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_info:
+        code = exit_info.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -59,7 +64,7 @@ def test_find_saved_model_takes_the_highest_version(tmp_path):
     # Only ASCII digits name a version, as TF Serving reads them; the registry and the local
     # model server list versions through the same function.
     from geojax.core.artefact import versions_on_disk
-    from geojax.registry import Registry
+    from geojax.release.registry import Registry
 
     assert sorted(versions_on_disk(tmp_path)) == [1, 9, 10, 11]
     registry = Registry(tmp_path, config_file=tmp_path / "models.config")
@@ -71,7 +76,7 @@ def test_find_saved_model_takes_the_highest_version(tmp_path):
 
 
 def test_predictor_matches_the_saved_model_and_resize_to(base_path, images):
-    from geojax.export import saved_model_probabilities
+    from geojax.release.saved_model import saved_model_probabilities
 
     predictor = ShapePredictor(base_path, batch_size=4)
     assert predictor.input_size == SIZE and predictor.class_names == CLASSES
@@ -161,7 +166,7 @@ def test_cli_errors_exit_2_naming_the_problem(case, message, images, capsys, tmp
         image = tmp_path / "missing.png"
     code, out, err = run_cli(capsys, "--model", model, image)
     assert code == 2 and out == ""
-    assert err.startswith("error: ") and message in err
+    assert err.startswith("geojax.predict: ") and message in err
     assert "Traceback" not in err
 
 
@@ -182,7 +187,8 @@ def test_cli_usage_errors(images, capsys):
     assert "'blob'" in capsys.readouterr().err
 
 
-def test_importing_predict_does_not_import_tensorflow():
-    code = ("import sys, geojax.predict, geojax.detect; "
-            "sys.exit('tensorflow' in sys.modules)")
+def test_importing_predict_does_not_import_tensorflow_or_jax():
+    # TensorFlow comes only with a SavedModel, JAX only with a training workdir.
+    code = ("import sys, geojax.predict, geojax.inference.predictor, geojax.detection.detect; "
+            "sys.exit('tensorflow' in sys.modules or 'jax' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

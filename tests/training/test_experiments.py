@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from geojax import train
 from geojax.models import TRANSFER_MODELS
+from geojax.training.loop import train_and_evaluate
 from tests.train_setup import REPO, load_config, main_command, run
 
 # Shrinks any experiment to two steps on tiny images without touching its model or optimizer.
@@ -38,7 +38,7 @@ def test_every_model_has_an_experiment():
     for n in EXPERIMENTS if n != "custom"])
 def test_experiment_trains_two_steps(name, tmp_path):
     config = load_config(name, SMALL)
-    train.train_and_evaluate(config, str(tmp_path))
+    train_and_evaluate(config, str(tmp_path))
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert report["step"] == 2
     assert report["num_examples"] == SMALL["data.eval_size"]

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from geojax import sweep
+from geojax.training import sweep
 from tests.train_setup import REPO
 
 
@@ -65,3 +65,15 @@ def test_trial_result_and_table_rank_the_best_first(tmp_path):
     assert rows[1]["val_accuracy"] == 0.9 and rows[1]["val_loss"] == pytest.approx(0.1)
     table = sweep.format_table(rows, "val_accuracy", "maximize").splitlines()
     assert table[2].startswith("| 1 |")
+
+
+def test_the_command_exits_2_naming_what_is_wrong_with_the_sweep_file(tmp_path, capsys):
+    from geojax.sweep import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text("method: bayes\nparameters: {config.a: {values: [1]}}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("geojax.sweep: ") and "bayes" in err

@@ -2,7 +2,7 @@
 
 import pytest
 
-from geojax import throughput
+from geojax.training import throughput
 
 
 def test_rates_between_measures_leave_evaluation_out(monkeypatch):

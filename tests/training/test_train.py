@@ -10,15 +10,40 @@ import jax
 import numpy as np
 import pytest
 
-from geojax import train
+from geojax.inference.workdir import load_for_inference
+from geojax.training.checkpoints import CheckpointError
+from geojax.training.config import (
+    ConfigError,
+    check_config,
+    create_model,
+    nonfinite_message,
+    profile_window,
+)
+from geojax.training.loop import dry_run, early_stopping, train_and_evaluate
+from geojax.training.steps import (
+    create_training,
+    cross_entropy_loss,
+    global_batches,
+    predict,
+    shape_accuracy,
+)
+from geojax.training.workdir import (
+    CALIBRATION_FILENAME,
+    HISTORY_FILENAME,
+    append_history,
+    read_config,
+    read_history,
+    read_temperature,
+    write_config,
+)
 from tests.train_setup import REPO, TINY, load_config, main_command, python_env, run
 
 from conftest import free_port
 
 
 def _params(workdir, checkpoint: str = "latest") -> dict:
-    config = train.read_config(str(workdir))
-    state, _, _, step = train.load_for_inference(config, str(workdir), checkpoint)
+    config = read_config(str(workdir))
+    state, _, _, step = load_for_inference(config, str(workdir), checkpoint)
     return {"step": step, "params": jax.device_get(state.params),
             "batch_stats": jax.device_get(state.batch_stats)}
 
@@ -36,11 +61,11 @@ def _assert_trees_equal(a, b, **tolerance) -> None:
 
 def test_a_few_steps_on_one_device_write_checkpoints_metrics_and_report(tmp_path):
     config = load_config("quick")
-    best = train.train_and_evaluate(config, str(tmp_path))
+    best = train_and_evaluate(config, str(tmp_path))
 
     written = json.loads((tmp_path / "config.json").read_text())
     assert written["batch_size"] == TINY["batch_size"]
-    history = train.read_history(str(tmp_path))
+    history = read_history(str(tmp_path))
     assert [p["step"] for p in history if p["split"] == "train"] == [1, 2, 3]
     assert all(np.isfinite(p["train_loss"]) for p in history if p["split"] == "train")
     # Throughput from the second step on (the first compiles): images/s, step time, XLA's
@@ -62,34 +87,34 @@ def test_a_few_steps_on_one_device_write_checkpoints_metrics_and_report(tmp_path
         assert (tmp_path / "eval" / png).stat().st_size > 0
     assert list(tmp_path.glob("events.out.tfevents.*"))
     # The best checkpoint is calibrated on the validation split; the test report applies it.
-    temperature = train.read_temperature(str(tmp_path), int(best.step))
+    temperature = read_temperature(str(tmp_path), int(best.step))
     assert temperature > 0 and report["temperature"] == temperature
-    calibration = json.loads((tmp_path / train.CALIBRATION_FILENAME).read_text())
+    calibration = json.loads((tmp_path / CALIBRATION_FILENAME).read_text())
     assert calibration[str(int(best.step))]["val_nll_after"] <= (
         calibration[str(int(best.step))]["val_nll_before"] + 1e-9)
-    assert train.read_temperature(str(tmp_path), 999) == 1.0  # never calibrated: raw logits
+    assert read_temperature(str(tmp_path), 999) == 1.0  # never calibrated: raw logits
 
 
 def test_a_step_with_a_non_finite_loss_is_skipped_and_a_run_of_them_stops_training(tmp_path):
     # No warmup: the skipped step leaves the optimizer's count (and so the schedule) at 0.
     config = load_config("quick", {**TINY, "warmup_steps": 0})
-    training = train.create_training(config)
+    training = create_training(config)
     batch = {"image": np.full((8, 16, 16, 3), 100, np.float32),
              "label": np.arange(8, dtype=np.int32) % 10}
     poisoned = {**batch, "image": batch["image"].copy()}
     poisoned["image"][0, 0, 0, 0] = np.nan
-    (sharded,) = train.global_batches(iter([poisoned]), training.mesh)
+    (sharded,) = global_batches(iter([poisoned]), training.mesh)
     before = jax.device_get(training.state.params)
     state, metrics = training.train_step(training.state, sharded)
     assert int(state.step) == 1 and float(metrics.compute()["nonfinite"]) == 1.0
     _assert_trees_equal(jax.device_get(state.params), before)  # no update
-    (good,) = train.global_batches(iter([batch]), training.mesh)
+    (good,) = global_batches(iter([batch]), training.mesh)
     state, metrics = training.train_step(state, good)
     assert float(metrics.compute()["nonfinite"]) == 0.0
     assert not all(np.array_equal(a, b) for a, b in zip(
         jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(before), strict=True))
 
-    message = train.nonfinite_message(config, 40, 44)
+    message = nonfinite_message(config, 40, 44)
     assert "steps 40..44" in message and "start_step=step" in message and "seed=0" in message
 
     # A diverged run (a learning rate of 1e30 overflows the logits) stops with that message.
@@ -126,17 +151,18 @@ def test_shape_free_images_train_toward_uniform_and_are_left_out_of_accuracy():
 
     logits = jnp.array([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 2.0, 0.0]])
     labels = jnp.array([0, NO_SHAPE, 0])
-    loss = np.asarray(train.cross_entropy_loss(logits, labels))
+    loss = np.asarray(cross_entropy_loss(logits, labels))
     assert loss[1] == pytest.approx(np.log(3), abs=1e-6)  # uniform logits: the minimum
-    confident = train.cross_entropy_loss(jnp.array([[4.0, 0.0, 0.0]]), jnp.array([NO_SHAPE]))
+    confident = cross_entropy_loss(jnp.array([[4.0, 0.0, 0.0]]), jnp.array([NO_SHAPE]))
     assert float(confident[0]) > loss[1]  # a confident class on "no shape" costs more
-    assert float(train.shape_accuracy(logits, labels)) == pytest.approx(0.5)
+    assert float(shape_accuracy(logits, labels)) == pytest.approx(0.5)
 
 
 _SAME_AS_ONE_DEVICE = textwrap.dedent("""
     import jax, numpy as np
-    from geojax import train
     from geojax.data import train_batches
+    from geojax.training.config import ConfigError
+    from geojax.training.steps import create_training, global_batches
     from tests.train_setup import load_config, override
     assert jax.device_count() == 2
     config = load_config("quick")
@@ -147,8 +173,8 @@ _SAME_AS_ONE_DEVICE = textwrap.dedent("""
     batches = [next(stream) for _ in range(3)]
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
-        mesh, _, _, _, state, step, _ = train.create_training(config, devices)
-        for batch in train.global_batches(iter(batches), mesh):
+        mesh, _, _, _, state, step, _ = create_training(config, devices)
+        for batch in global_batches(iter(batches), mesh):
             state, metrics = step(state, batch)
         results.append(jax.device_get((state.params, state.batch_stats)))
     for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
@@ -156,8 +182,8 @@ _SAME_AS_ONE_DEVICE = textwrap.dedent("""
     print("SAME")
     config.batch_size = 3
     try:
-        train.create_training(config)
-    except train.ConfigError as e:
+        create_training(config)
+    except ConfigError as e:
         assert "must be divisible by the 2 devices" in str(e), e
         print("REFUSED")
 """)
@@ -249,19 +275,19 @@ def test_bad_config_overrides_fail_with_a_clear_message(tmp_path, override_flag,
 
 def test_a_corrupt_checkpoint_fails_with_a_clear_message(tmp_path):
     config = load_config("quick", {**TINY, "total_steps": 1})
-    train.train_and_evaluate(config, str(tmp_path))
+    train_and_evaluate(config, str(tmp_path))
     for array_file in (tmp_path / "checkpoints" / "1" / "state").rglob("*"):
         if array_file.is_file() and "manifest" in array_file.name:
             array_file.write_bytes(b"garbage")
-    with pytest.raises(train.CheckpointError, match="cannot be read"):
-        train.train_and_evaluate(load_config("quick", {**TINY, "total_steps": 2}), str(tmp_path))
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        train_and_evaluate(load_config("quick", {**TINY, "total_steps": 2}), str(tmp_path))
 
 
 def test_evaluating_a_workdir_without_checkpoints_says_to_train_first(tmp_path):
     config = load_config("quick")
-    train.write_config(config, str(tmp_path))
-    with pytest.raises(train.CheckpointError, match="train first"):
-        train.load_for_inference(config, str(tmp_path))
+    write_config(config, str(tmp_path))
+    with pytest.raises(CheckpointError, match="train first"):
+        load_for_inference(config, str(tmp_path))
 
 
 def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path):
@@ -298,7 +324,7 @@ def test_early_stopping_waits_patience_steps_after_the_best_accuracy():
     history = [(10, 0.5), (20, 0.7), (30, 0.69), (40, 0.705), (50, 0.7)]
     states = []
     for step, accuracy in history:
-        progress = train.early_stopping(progress, step, accuracy, patience_steps=30,
+        progress = early_stopping(progress, step, accuracy, patience_steps=30,
                                         min_delta=0.01)
         states.append((progress["best_step"], progress["stopped_early"]))
     # 0.705 is not 0.01 better than 0.7: the best stays at step 20, and 50 - 20 >= 30.
@@ -307,7 +333,7 @@ def test_early_stopping_waits_patience_steps_after_the_best_accuracy():
 
 def test_early_stopping_with_zero_patience_never_stops():
     progress = {"best_accuracy": 0.9, "best_step": 0, "stopped_early": False}
-    assert not train.early_stopping(progress, 1000, 0.1, patience_steps=0)["stopped_early"]
+    assert not early_stopping(progress, 1000, 0.1, patience_steps=0)["stopped_early"]
 
 
 def test_the_console_keeps_own_lines_metrics_progress_and_warnings_only():
@@ -321,7 +347,7 @@ def test_the_console_keeps_own_lines_metrics_progress_and_warnings_only():
 
     keep = _OwnInfoOnly()
     site = f"{os.sep}venv{os.sep}site-packages{os.sep}"
-    assert keep.filter(record(f"{os.sep}repo{os.sep}geojax{os.sep}train.py"))
+    assert keep.filter(record(f"{os.sep}repo{os.sep}geojax{os.sep}training{os.sep}loop.py"))
     assert keep.filter(record(f"{site}clu{os.sep}metric_writers{os.sep}logging_writer.py"))
     assert keep.filter(record(f"{site}clu{os.sep}platform{os.sep}local.py"))
     assert not keep.filter(record(f"{site}orbax{os.sep}checkpoint{os.sep}checkpoint_manager.py"))
@@ -329,11 +355,11 @@ def test_the_console_keeps_own_lines_metrics_progress_and_warnings_only():
 
 
 def test_history_skips_a_line_cut_short_by_a_killed_run(tmp_path):
-    train.append_history(str(tmp_path), 1, "train", {"train_loss": 2.0})
-    train.append_history(str(tmp_path), 2, "train", {"train_loss": 1.5})
-    with open(tmp_path / train.HISTORY_FILENAME, "a") as f:
+    append_history(str(tmp_path), 1, "train", {"train_loss": 2.0})
+    append_history(str(tmp_path), 2, "train", {"train_loss": 1.5})
+    with open(tmp_path / HISTORY_FILENAME, "a") as f:
         f.write('{"step": 3, "split": "tr')  # killed mid-write
-    assert [p["step"] for p in train.read_history(str(tmp_path))] == [1, 2]
+    assert [p["step"] for p in read_history(str(tmp_path))] == [1, 2]
 
 
 def test_dry_run_compiles_for_the_devices_and_writes_nothing(tmp_path):
@@ -342,7 +368,7 @@ def test_dry_run_compiles_for_the_devices_and_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "devices          2 (batch 8, 4 per device)" in out
-    plan = train.dry_run(load_config("quick"))
+    plan = dry_run(load_config("quick"))
     assert f"{plan['parameters']:,} parameters" in out
     assert plan["flops_per_image"] > 0 and plan["memory_per_device_bytes"]["temporaries"] > 0
     assert "GFLOPs per image" in out and "GiB per device" in out
@@ -353,10 +379,10 @@ def test_dry_run_compiles_for_the_devices_and_writes_nothing(tmp_path):
 
 
 def test_profile_steps_write_a_trace_of_that_window(tmp_path):
-    assert train.profile_window("") is None and train.profile_window("2:4") == (2, 4)
-    with pytest.raises(train.ConfigError, match="START < END"):
-        train.profile_window("4:4")
-    train.train_and_evaluate(load_config("quick", {**TINY, "profile_steps": "1:3"}),
+    assert profile_window("") is None and profile_window("2:4") == (2, 4)
+    with pytest.raises(ConfigError, match="START < END"):
+        profile_window("4:4")
+    train_and_evaluate(load_config("quick", {**TINY, "profile_steps": "1:3"}),
                              str(tmp_path))
     traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
     assert traces, sorted(str(p) for p in tmp_path.rglob("*"))
@@ -374,9 +400,9 @@ def test_gradient_accumulation_gives_the_large_batch_update():
     results = {}
     for accum in (1, 4):
         config = load_config("quick", {**frozen, "grad_accum_steps": accum})
-        training = train.create_training(config)
+        training = create_training(config)
         with train_batches(config.data, config.batch_size, seed=0) as stream:
-            (batch,) = train.global_batches(iter([next(stream)]), training.mesh)
+            (batch,) = global_batches(iter([next(stream)]), training.mesh)
         state, metrics = training.train_step(training.state, batch)
         results[accum] = (jax.device_get(state.params), metrics.compute())
     _assert_trees_equal(results[1][0], results[4][0], rtol=1e-5, atol=1e-6)
@@ -385,25 +411,25 @@ def test_gradient_accumulation_gives_the_large_batch_update():
 
     # With BatchNorm in training mode the steps run and the statistics take each micro-batch.
     config = load_config("quick", {**TINY, "batch_size": 16, "grad_accum_steps": 4})
-    training = train.create_training(config)
+    training = create_training(config)
     with train_batches(config.data, config.batch_size, seed=0) as stream:
-        (batch,) = train.global_batches(iter([next(stream)]), training.mesh)
+        (batch,) = global_batches(iter([next(stream)]), training.mesh)
     before = jax.device_get(training.state.batch_stats)
     state, metrics = training.train_step(training.state, batch)
     assert np.isfinite(float(metrics.compute()["loss"]))
     assert not all(np.array_equal(a, b) for a, b in zip(
         jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.batch_stats)), strict=True))
-    with pytest.raises(train.ConfigError, match="grad_accum_steps=3"):
-        train.create_training(load_config("quick", {**TINY, "batch_size": 16,
+    with pytest.raises(ConfigError, match="grad_accum_steps=3"):
+        create_training(load_config("quick", {**TINY, "batch_size": 16,
                                                     "grad_accum_steps": 3}))
 
 
 def test_ema_averages_the_weights_and_is_what_evaluation_and_export_use(tmp_path):
     config = load_config("quick", {**TINY, "ema_decay": 0.5, "warmup_steps": 0})
-    training = train.create_training(config)
+    training = create_training(config)
     stream = __import__("geojax.data", fromlist=["train_batches"]).train_batches(
         config.data, config.batch_size, seed=0)
-    (batch,) = train.global_batches(iter([next(stream)]), training.mesh)
+    (batch,) = global_batches(iter([next(stream)]), training.mesh)
     stream.close()
     before = jax.device_get(training.state.params)
     state, _ = training.train_step(training.state, batch)
@@ -413,19 +439,19 @@ def test_ema_averages_the_weights_and_is_what_evaluation_and_export_use(tmp_path
         np.testing.assert_allclose(e, 0.5 * b + 0.5 * a, rtol=1e-6, atol=1e-7)
     # Prediction (evaluation, the best checkpoint's choice, evaluate) runs the EMA weights.
     images = np.asarray(batch["image"])
-    logits = train.predict(training.predict_step, state, images, training.mesh, 8)
+    logits = predict(training.predict_step, state, images, training.mesh, 8)
     ema_only = state.for_inference()
     assert ema_only.params is state.ema["params"]
-    model = train.create_model(config)
+    model = create_model(config)
     expected = model.apply({"params": ema_only.params, "batch_stats": ema_only.batch_stats},
                            images.astype(np.float32) / 255.0, train=False)
     np.testing.assert_allclose(logits, np.asarray(expected), rtol=1e-4, atol=1e-5)
-    with pytest.raises(train.ConfigError, match="ema_decay=1.0 must be in"):
-        train.check_config(load_config("quick", {**TINY, "ema_decay": 1.0}))
+    with pytest.raises(ConfigError, match="ema_decay=1.0 must be in"):
+        check_config(load_config("quick", {**TINY, "ema_decay": 1.0}))
     # A run with EMA checkpoints it, resumes it and says so in its report.
     values = {**TINY, "ema_decay": 0.9, "total_steps": 2}
-    train.train_and_evaluate(load_config("quick", values), str(tmp_path))
+    train_and_evaluate(load_config("quick", values), str(tmp_path))
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert report["ema_decay"] == 0.9
-    restored, *_ = train.load_for_inference(load_config("quick", values), str(tmp_path))
+    restored, *_ = load_for_inference(load_config("quick", values), str(tmp_path))
     assert set(restored.ema) == {"params", "batch_stats"}

@@ -2,8 +2,9 @@
 
 Accuracy, per-class precision/recall/F1, confusion matrix, one-vs-rest ROC curves and AUC,
 expected calibration error, negative log-likelihood and temperature scaling. `write_report` is
-the one function with side effects (files). Training (`geojax.train`) and the evaluate command
-(`geojax.evaluate`) both use them.
+the one function with side effects (files). The training loop (`geojax.training.loop`), the
+folder evaluation (`geojax.evaluation.report`) and the export all use them; nothing here
+imports the rest of geojax.
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ def classification_report(
 
 
 def _pyplot():
+    # Here, not at the top: only the report's plots need matplotlib, and its headless Agg
+    # backend must be chosen before pyplot is first imported.
     import matplotlib
 
     matplotlib.use("Agg")
