@@ -66,7 +66,7 @@ constraints: $(STAMP)
 	  > deploy/docker/constraints.txt
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py
+	$(PY) -m scripts.demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,7 +1,7 @@
 """geojax: learn to recognise and locate ten geometric shapes with JAX/Flax.
 
 The data flow, one module per step: `geojax.data` (render and load shapes) -> `geojax.models`
-(Flax networks) -> `geojax.train` (data-parallel training) -> `geojax.evaluate` -> export to
+(Flax networks) -> `geojax.training` (data-parallel training) -> `geojax.evaluation` -> export to
 TF Serving SavedModels -> the detection proxy in `serving/`.
 """
 

@@ -1,7 +1,7 @@
 """Convolution speed on this machine: `lax.conv_general_dilated` / `flax.linen.Conv` vs
 `geojax.models.conv` (same forward pass and input gradient, weight gradient as GEMMs).
 
-    python scripts/bench_conv.py [--reps 9] [--batch 32] [--steps 2] [--sizes 64 128]
+    python -m scripts.bench_conv [--reps 9] [--batch 32] [--steps 2] [--sizes 64 128]
 
 Per layer: forward, input-gradient and weight-gradient GFLOP/s of each, and the time of a whole
 forward + backward (both gradients); then a small ResNet's jitted Adam train step in images/s

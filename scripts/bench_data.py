@@ -1,6 +1,6 @@
 """Data pipeline throughput: rendering, augmentation and the whole loader, per core.
 
-    python scripts/bench_data.py [--sizes 64 224] [--seconds 3] [--workers 2]
+    python -m scripts.bench_data [--sizes 64 224] [--seconds 3] [--workers 2]
 
 Render and augment run in this process (one core). The loader runs `--workers` processes; its
 images/s is divided by the workers to give a per-core figure, and its parallel efficiency is

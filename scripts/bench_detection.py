@@ -1,20 +1,20 @@
 """Detection quality per proposal method on generated scenes: proposal recall, and with a model
 mAP@0.5, precision and recall.
 
-    python scripts/bench_detection.py [--model WORKDIR_OR_SAVEDMODEL] [--scenes 100]
+    python -m scripts.bench_detection [--model WORKDIR_OR_SAVEDMODEL] [--scenes 100]
                                       [--methods contours sliding_window selective_search]
                                       [--scenes_dir DIR]
 
 Proposal recall (model-free): the fraction of ground-truth boxes that some proposal overlaps with
 IoU >= 0.5, an upper bound on detection recall. With `--model`, every scene goes through
-`geojax.detect.detect` (NMS at `--iou`): mAP@0.5 is computed over all detections (confidence
+`geojax.detection.detect.detect` (NMS at `--iou`): mAP@0.5 is computed over all detections (confidence
 threshold 0), precision and recall over those at `--confidence`. Scenes come from
 `compose_scene` with seeds `--seed`, `--seed` + 1, ...: every method sees the same images. (The
 contour detector's settings were tuned on seeds 50000-50199; the default seeds are others.)
 With `--scenes_dir DIR` the scenes are read instead from DIR/annotations.json (COCO, as
-`python -m geojax.data scenes` or `scripts/seed_style_shapes.py scenes` write it) and the images
-it names; `--scenes` then takes the first N (default: all), `--seed`, `--width` and `--height`
-are not used.
+`python -m geojax.data scenes` or `python -m scripts.seed_style_shapes scenes` write it) and the
+images it names; `--scenes` then takes the first N (default: all), `--seed`, `--width` and
+`--height` are not used.
 Prints one markdown table; times are means per image on this machine.
 """
 
@@ -33,17 +33,13 @@ from PIL import Image
 
 from geojax import CLASSES
 from geojax.data import Scene, compose_scene
-from geojax.detect import (
-    METHODS,
-    box_iou,
-    detect,
-    mean_average_precision,
-    precision_recall,
-    propose_regions,
-)
+from geojax.detection.boxes import box_iou
+from geojax.detection.detect import detect
+from geojax.detection.proposals import METHODS, propose_regions
+from geojax.detection.scoring import mean_average_precision, precision_recall
 
 if TYPE_CHECKING:
-    from geojax.predict import ShapePredictor
+    from geojax.inference.predictor import ShapePredictor
 
 
 def load_scenes(scenes_dir: str | Path, limit: int | None = None) -> list[Scene]:
@@ -131,7 +127,7 @@ def main() -> int:
         size = f"{args.width}x{args.height}"
     predictor = None
     if args.model:
-        from geojax.predict import ModelError, ShapePredictor
+        from geojax.inference.predictor import ModelError, ShapePredictor
 
         try:
             predictor = ShapePredictor(args.model, checkpoint=args.checkpoint)
@@ -146,7 +142,7 @@ def main() -> int:
         rows.append((method, row))
     num_boxes = sum(len(s.boxes) for s in scenes)
     source = f", model: {predictor.source}" if predictor else ""
-    print(f"$ python {shlex.join(['scripts/bench_detection.py', *sys.argv[1:]])}\n")
+    print(f"$ python -m {shlex.join(['scripts.bench_detection', *sys.argv[1:]])}\n")
     origin = f" from {args.scenes_dir}" if args.scenes_dir else ""
     print(f"{len(scenes)} scenes {size}{origin}, {num_boxes} shapes{source}\n")
     columns = list(rows[0][1])

@@ -1,6 +1,6 @@
 """Does the accelerator wait for data? Train-step images/s with device data vs the CPU loader.
 
-    python scripts/bench_device_data.py [--config custom] [--batch_size 256] [--img_size 224]
+    python -m scripts.bench_device_data [--config custom] [--batch_size 256] [--img_size 224]
                                         [--steps 20] [--dtype bfloat16] [--workers N]
                                         [--skip_cpu_loader] [--skip_torch] [--parts]
 
@@ -22,24 +22,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import jax
 import jax.numpy as jnp
 
-SCRIPTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS.parent))
-sys.path.insert(0, str(SCRIPTS))
-
-from bench_train import bench, bench_loader, load_experiment  # noqa: E402
-
-from geojax import train  # noqa: E402
-from geojax.data import device, device_augment, device_render, pipeline  # noqa: E402
+from geojax.data import pipeline
+from geojax.data.device import augment as device_augment
+from geojax.data.device import batches as device_batches
+from geojax.data.device import geometry as device_geometry
+from geojax.data.device import render as device_render
+from geojax.training.state import create_mesh
+from geojax.training.steps import create_training
+from scripts.bench_train import bench, bench_loader, load_experiment
 
 
 def say(*args: object) -> None:
@@ -59,7 +57,7 @@ def timed(run: Callable[[int], object], steps: int) -> float:
 
 def device_step_rate(config, steps: int) -> float:
     """(b) images/s of the device-data step: render + augment + train in one jitted step."""
-    training = train.create_training(config)  # config.data.source is 'device'
+    training = create_training(config)  # config.data.source is 'device'
     holder = {"state": training.state}
     device_step = training.train_step
 
@@ -77,11 +75,11 @@ def part_rates(config, steps: int) -> list[tuple[str, float]]:
     data = config.data
     size, batch = int(data.img_size), config.batch_size
     keys = jax.random.split(jax.random.PRNGKey(0), batch)
-    bank = device.noise_bank(0, 1, size)
+    bank = device_batches.noise_bank(0, 1, size)
     labels = jnp.arange(batch) % 10
 
     def sample(k, label):
-        geometry = device_render.sample_geometry(k, label, size, tuple(data.size_range))
+        geometry = device_geometry.sample_geometry(k, label, size, tuple(data.size_range))
         return geometry, device_render.sample_style(k, geometry["radius"], bool(data.effects))
 
     geometry, style = jax.jit(jax.vmap(sample))(keys, labels)
@@ -92,7 +90,7 @@ def part_rates(config, steps: int) -> list[tuple[str, float]]:
         ("sample geometry + style", jax.vmap(sample), (keys, labels)),
         ("background", jax.vmap(lambda k, st: device_render.draw_background(k, st, size, bank)),
          (keys, style)),
-        ("signed distance", jax.vmap(lambda g, st: device_render.signed_distance(
+        ("signed distance", jax.vmap(lambda g, st: device_geometry.signed_distance(
             g, size, st["jitter"])), (geometry, style)),
         ("render (all of the above, coverage, effects)", jax.vmap(
             lambda k: device_render.render_sample(k, size, tuple(data.size_range),
@@ -106,7 +104,7 @@ def part_rates(config, steps: int) -> list[tuple[str, float]]:
             key: v for key, v in f(k, {**x, "noise_bank": bank}).items() if key != "noise_bank"}),
             (keys, images)))
     parts.append(("whole sample (render + augment + box)", jax.vmap(
-        device.sample_fn(data), in_axes=(0, None)), (keys, bank)))
+        device_batches.sample_fn(data), in_axes=(0, None)), (keys, bank)))
     rates = []
     for name, fn, fn_args in parts:
         compiled = jax.jit(fn)
@@ -117,7 +115,7 @@ def part_rates(config, steps: int) -> list[tuple[str, float]]:
 
 def device_data_rate(config, steps: int) -> float:
     """(c) images/s of render + augment alone, sharded over all devices."""
-    make = device.batch_fn(config.data, train.create_mesh(), config.batch_size, config.seed)
+    make = device_batches.batch_fn(config.data, create_mesh(), config.batch_size, config.seed)
     return config.batch_size / timed(lambda i: make(i), steps)
 
 
@@ -140,7 +138,8 @@ def torch_rates(config, steps: int, loader: bool) -> dict[str, float]:
     {} with a note when unavailable."""
     try:
         import torch
-        from torch_se_resnet import bench_torch
+
+        from scripts.torch_se_resnet import bench_torch
     except ImportError as e:
         say(f"note: no PyTorch column ({e})")
         return {}

@@ -1,6 +1,6 @@
 """Export figures per trained workdir: parity with JAX, export time, SavedModel size.
 
-    python scripts/bench_export.py runs/demo/quick runs/custom-2steps
+    python -m scripts.bench_export runs/demo/quick runs/custom-2steps
 
 Each workdir is exported into a throwaway model base path (the real registry is not touched).
 """
@@ -12,7 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from geojax.export import export_workdir
+from geojax.release.export import export_workdir
 
 
 def main() -> None:

@@ -1,15 +1,15 @@
 """Does the trainer's logged throughput tell the truth? quick's logged images/s and MFU beside
 the same train step timed bare, in one process.
 
-    python scripts/bench_logged_throughput.py [--config quick] [--steps 600] [--bench_steps 100]
+    python -m scripts.bench_logged_throughput [--config quick] [--steps 600] [--bench_steps 100]
 
-1. `geojax.train.train_and_evaluate` on the config for `--steps` steps (W&B off, a scratch
+1. `geojax.training.loop.train_and_evaluate` on the config for `--steps` steps (W&B off, a scratch
    workdir): the run's totals it logs at the end (`run_images_per_sec`, `run_step_ms`,
    `run_mfu`: evaluation and checkpoints left out).
 2. The same config's compiled train step called back to back `--bench_steps` times (data drawn
    on the device inside the step, as in 1; what scripts/bench_train.py times, there with a
    fixed host batch), its FLOPs from XLA's cost analysis and MFU against the same peak
-   (`geojax.throughput.peak_flops`).
+   (`geojax.training.throughput.peak_flops`).
 The two should agree within the trainer's per-interval overhead (logging, metric reads).
 """
 
@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import jax
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # geojax and experiments of this checkout
-
-from geojax import throughput, train  # noqa: E402
+from geojax.training import throughput
+from geojax.training.loop import train_and_evaluate
+from geojax.training.steps import create_training
+from geojax.training.workdir import read_history
 
 
 def main() -> None:
@@ -45,15 +43,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as workdir:
         start = time.perf_counter()
-        train.train_and_evaluate(config, workdir)
+        train_and_evaluate(config, workdir)
         wall = time.perf_counter() - start
         logged = {}
-        for point in train.read_history(workdir):
+        for point in read_history(workdir):
             for key in ("run_images_per_sec", "run_step_ms", "run_mfu"):
                 if key in point:
                     logged[key] = point[key]
 
-    training = train.create_training(config)
+    training = create_training(config)
     state, step = training.state, training.train_step
     compiled = step.lower(state).compile()
     flops = throughput.compiled_flops(compiled)

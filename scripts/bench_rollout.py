@@ -1,7 +1,7 @@
 """Rollout and batch costs at the proxy: shadow mode against plain serving, /detect/batch against
 one /detect per image. Real processes on loopback, both proxies in front of one model server.
 
-    python scripts/bench_rollout.py [--model runs/demo/models/geojax/1] [--requests 200]
+    python -m scripts.bench_rollout [--model runs/demo/models/geojax/1] [--requests 200]
 
 MODEL (a SavedModel version directory) is registered twice in a throwaway registry: version 1
 in production, version 2 in canary (the same network, so the canary's work equals
@@ -29,12 +29,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # geojax of this checkout when run as a script
+from geojax.core.images import encode_png
+from geojax.data import compose_scene
+from geojax.release.registry import Registry
 
-from geojax.core.images import encode_png  # noqa: E402
-from geojax.data import compose_scene  # noqa: E402
-from geojax.registry import Registry  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:

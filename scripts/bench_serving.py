@@ -1,17 +1,16 @@
 """Serving benchmark on loopback: the local model server and the proxy as real processes.
 
-    python scripts/bench_serving.py [--model runs/demo/models/geojax/1] [--requests 64]
+    python -m scripts.bench_serving [--model runs/demo/models/geojax/1] [--requests 64]
                                     [--concurrency 1 4 8] [--quality_scenes 100]
 
-MODEL is a SavedModel version directory or a model base path (its highest version; default:
-the newest under runs/demo/models/geojax). It is copied into a throwaway registry and labelled
-production; `geojax.model_server` serves it (gRPC + REST) and three `geojax.proxy` processes
-sit in front of it over gRPC, started as scripts/demo.py starts them: the default one, which
-sends all crops of an image in ONE model call, one with GEOJAX_CROPS_PER_CALL=64 (calls of at
-most 64 crops) and one with GEOJAX_CROPS_PER_CALL=1 (one model call per crop, the seed's way).
-All classify up to 1024 regions per image (the proxy's default is 64), so sliding windows cover
-the image as the seed's did. Every phase is bounded by
-`--requests` and `--max_seconds`.
+MODEL is a SavedModel version directory or a model base path (its highest version; default: the
+newest under runs/demo/models/geojax). It is copied into a throwaway registry and labelled
+production; `geojax.model_server` serves it (gRPC + REST) and three `geojax.proxy` processes sit
+in front of it over gRPC, started as `python -m scripts.demo` starts them: the default one,
+which sends all crops of an image in ONE model call, one with GEOJAX_CROPS_PER_CALL=64 (calls of
+at most 64 crops) and one with GEOJAX_CROPS_PER_CALL=1 (one model call per crop, the seed's
+way). All classify up to 1024 regions per image (the proxy's default is 64), so sliding windows
+cover the image as the seed's did. Every phase is bounded by `--requests` and `--max_seconds`.
 
 Printed as markdown tables:
 1. /detect (contours) and /predict latency p50/p95/p99 and requests/s at each concurrency, on
@@ -20,7 +19,8 @@ Printed as markdown tables:
    `timing_ms.model_server`, and /predict against calling the model server directly;
 3. /detect with one batched model call (and calls of 64) against one call per crop, on scenes
    with 5+ shapes, per proposal method (whole request, and the classify stage alone);
-4. detection quality per proposal method: scripts/bench_detection.py on the same model.
+4. detection quality per proposal method: `python -m scripts.bench_detection` on the same
+   model.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from demo import wait_for  # scripts/ is on sys.path when run as a script
+
+from scripts.demo import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE = ROOT / "runs" / "demo" / "models" / "geojax"
@@ -60,7 +61,7 @@ def free_port() -> int:
 def servers(saved_model: Path, scratch: Path) -> Iterator[dict[str, Any]]:
     """A registry holding `saved_model` in production, the model server, and two proxies:
     one per entry of CROPS_PER_CALL. Yields their addresses."""
-    from geojax.registry import Registry
+    from geojax.release.registry import Registry
 
     base, config_file = scratch / "models" / "geojax", scratch / "models.config"
     registry = Registry(base, config_file=config_file)
@@ -179,9 +180,9 @@ def main() -> int:
 
     from geojax.core.images import encode_png, resize_to
     from geojax.data import compose_scene
-    from geojax.detect import METHODS, propose_regions
-    from geojax.predict import ModelError, find_saved_model
-    from geojax.serving_client import ModelServerClient
+    from geojax.detection.proposals import METHODS, propose_regions
+    from geojax.inference.predictor import ModelError, find_saved_model
+    from geojax.serving.client import ModelServerClient
 
     try:
         saved_model = find_saved_model(args.model)
@@ -197,7 +198,7 @@ def main() -> int:
                if len(s.boxes) >= 5][:args.scenes]
     bodies = [encode_png(s.image) for s in scenes]
     crowded_bodies = [encode_png(s.image) for s in crowded]
-    command = "python " + shlex.join(["scripts/bench_serving.py", *sys.argv[1:]])
+    command = "python -m " + shlex.join(["scripts.bench_serving", *sys.argv[1:]])
     print(f"$ {command}\n\nmodel: {saved_model}; {os.cpu_count()} CPU cores; "
           f"{len(scenes)} scenes 640x480 ({sum(len(s.boxes) for s in scenes)} shapes), "
           f"{len(crowded)} scenes with 5+ shapes\n", flush=True)
@@ -266,7 +267,7 @@ def main() -> int:
     if args.quality_scenes:
         print("### Detection quality per proposal method (scripts/bench_detection.py)\n",
               flush=True)
-        quality = [sys.executable, str(ROOT / "scripts" / "bench_detection.py"), "--model",
+        quality = [sys.executable, "-m", "scripts.bench_detection", "--model",
                    str(saved_model), "--scenes", str(args.quality_scenes)]
         subprocess.run(quality, check=True, cwd=ROOT)
     return 0

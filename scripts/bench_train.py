@@ -1,6 +1,6 @@
 """Train-step throughput (images/s) per experiment config, beside PyTorch and the input pipeline.
 
-    python scripts/bench_train.py [--configs custom light resnet50 ...] [--batch_size 32]
+    python -m scripts.bench_train [--configs custom light resnet50 ...] [--batch_size 32]
                                   [--steps 10] [--img_size N] [--dtype bfloat16]
                                   [--conv flax gemm_wgrad] [--torch_compile] [--no-torch]
                                   [--no-loader] [--loader_batches 10] [--workers N]
@@ -8,7 +8,7 @@
 For each config, at its own input size (or --img_size):
 
 * JAX: the jitted data-parallel train step alone (synthetic uint8 batches already on the
-  devices, compilation excluded), over every local device, the way `geojax.train` runs it.
+  devices, compilation excluded), over every local device, the way `geojax.training` runs it.
   `--conv` runs the se_resnet / light configs once per named convolution layer
   (`geojax.models.CONV_LAYERS`: 'flax' is `nn.Conv`, 'gemm_wgrad' the GEMM weight gradient),
   for the before/after of the XLA:CPU weight-gradient fix.
@@ -26,10 +26,8 @@ import importlib
 import importlib.util
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 # PyTorch shares the accelerator with JAX in this process: JAX must not take 75% of it up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -39,20 +37,19 @@ import jax
 import ml_collections
 import numpy as np
 
-from geojax import NUM_CLASSES, models, train
+from geojax import NUM_CLASSES, models
 from geojax.data import pipeline
+from geojax.training.config import create_model
+from geojax.training.steps import create_training, global_batches
 
 DEFAULT_CONFIGS = ("quick", "light", "custom", *models.TRANSFER_MODELS)
-SCRIPTS = Path(__file__).resolve().parent
 # The logits of the PyTorch twin must match the Flax model's to this (relative to max |logit|).
 TWIN_TOLERANCE = 1e-4
 
 
 def load_experiment(name: str) -> ml_collections.ConfigDict:
-    """experiments/NAME.py's config (the experiments package sits beside scripts/)."""
-    repo = str(SCRIPTS.parent)
-    if repo not in sys.path:
-        sys.path.insert(0, repo)
+    """experiments/NAME.py's config (the experiments package sits beside scripts/, in the
+    repository root that `python -m scripts.NAME` runs from)."""
     return importlib.import_module(f"experiments.{name}").get_config()
 
 
@@ -78,13 +75,13 @@ def prepare(config: ml_collections.ConfigDict, twin_check: bool = False
     size = config.data.img_size
     config = config.copy_and_resolve_references()
     config.data.source = "stream"  # the step takes the fixed batch below
-    mesh, model, _, _, state, train_step, _ = train.create_training(config)
+    mesh, model, _, _, state, train_step, _ = create_training(config)
     info: dict[str, float] = {"img_size": size,
                               "params": sum(x.size for x in jax.tree.leaves(state.params))}
     if twin_check:
         info.update(check_twin(model, state, size))
     rng = np.random.default_rng(0)
-    batch = next(train.global_batches(iter([{
+    batch = next(global_batches(iter([{
         "image": rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8),
         "label": rng.integers(0, NUM_CLASSES, (batch_size,), dtype=np.int32),
     }]), mesh))
@@ -114,9 +111,8 @@ def torch_twin():
     """scripts/torch_se_resnet.py as a module, or None without torch."""
     if importlib.util.find_spec("torch") is None:
         return None
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    return importlib.import_module("torch_se_resnet")
+    # Imported only when torch is there (an optional dependency the module needs at import).
+    return importlib.import_module("scripts.torch_se_resnet")
 
 
 def check_twin(model, state, size: int) -> dict[str, float]:
@@ -250,7 +246,7 @@ def main() -> None:
             if twin:
                 eager = compiled = None
                 if is_se:
-                    architecture = twin_architecture(train.create_model(config))
+                    architecture = twin_architecture(create_model(config))
                     key = (config.batch_size, result["img_size"], dtype, repr(architecture))
                     if key not in torch_cache:
                         common = dict(device=torch_device, dtype=dtype,

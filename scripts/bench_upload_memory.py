@@ -1,6 +1,6 @@
 """The proxy's peak memory per upload: a real model server and proxy, one request at a time.
 
-    python scripts/bench_upload_memory.py --model_config runs/demo/models.config
+    python -m scripts.bench_upload_memory --model_config runs/demo/models.config
 
 Starts `geojax.model_server` on the model config (what `make demo` leaves in runs/demo) and
 `geojax.proxy` in front of it, warms both with a small image, then for each case resets the
@@ -34,10 +34,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # geojax of this checkout when run as a script
+from geojax.core.images import encode_png
 
-from geojax.core.images import encode_png  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:

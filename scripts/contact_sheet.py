@@ -1,6 +1,6 @@
 """Write a PNG grid of rendered samples: one row per class, to eyeball variety and correctness.
 
-    python scripts/contact_sheet.py --out docs/contact_sheet.png --per_class 12 --img_size 96
+    python -m scripts.contact_sheet --out docs/contact_sheet.png --per_class 12 --img_size 96
 """
 
 from __future__ import annotations

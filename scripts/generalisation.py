@@ -1,12 +1,12 @@
 """Generalisation of trained models on held-out images none of them was trained on.
 
-    python scripts/generalisation.py runs/demo/quick [more workdirs] [--sets /tmp/geojax-heldout]
+    python -m scripts.generalisation runs/demo/quick [more workdirs] [--sets /tmp/geojax-heldout]
 
 For each training workdir: its own test accuracy (eval/metrics.json), then, with the calibrated
 best checkpoint, accuracy and ECE on two sets drawn by renderers written apart from
 `geojax.data` (`scripts/seed_style_shapes.py`, the seed generator's style, and
 `scripts/heldout_shapes.py`, PIL styles of its own), how many shape-free images
-(`seed_style_shapes.py blank`) are named a shape, detection mAP@0.5 on seed-style scenes
+(`python -m scripts.seed_style_shapes blank`) are named a shape, detection mAP@0.5 on seed-style scenes
 (contours), and accuracy by size band and by style. The sets are written once under `--sets`
 with fixed seeds and reused. Prints markdown tables for BENCHMARKS.md ("Generalisation").
 """
@@ -22,12 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_detection
-import heldout_shapes
-import seed_style_shapes
-
-from geojax import evaluate
+from geojax.evaluation.report import evaluate_folder
+from scripts import bench_detection, heldout_shapes, seed_style_shapes
 
 SETS = {  # name: (writer, kwargs) with fixed seeds
     "seed": (seed_style_shapes.write_shapes, {"per_class": 60, "seed": 0}),
@@ -52,14 +48,14 @@ def ensure_sets(root: Path) -> dict[str, Path]:
 
 
 def evaluate_workdir(workdir: str, sets: dict[str, Path]) -> dict:
-    from geojax.predict import ShapePredictor
+    from geojax.inference.predictor import ShapePredictor
 
     own = json.loads((Path(workdir) / "eval" / "metrics.json").read_text())
     row = {"workdir": workdir, "own test": own["accuracy"]}
     with tempfile.TemporaryDirectory() as out:
         for name in ("seed", "pil"):
-            report = evaluate.evaluate_folder(workdir, str(sets[name]), f"{out}/{name}.json",
-                                              no_shape_dir=str(sets["blank"]))
+            report = evaluate_folder(workdir, str(sets[name]), f"{out}/{name}.json",
+                                     no_shape_dir=str(sets["blank"]))
             row[name] = report
     predictor = ShapePredictor(workdir)
     scenes = bench_detection.load_scenes(sets["scenes"])
@@ -97,7 +93,7 @@ def main() -> int:
     args = parser.parse_args()
     sets = ensure_sets(args.sets)
     rows = [evaluate_workdir(w, sets) for w in args.workdirs]
-    print(f"$ python {shlex.join(['scripts/generalisation.py', *sys.argv[1:]])}\n")
+    print(f"$ python -m {shlex.join(['scripts.generalisation', *sys.argv[1:]])}\n")
     print_tables(rows)
     return 0
 

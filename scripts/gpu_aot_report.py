@@ -2,21 +2,21 @@
 
     V=$(python -c 'import jax; print(jax.__version__)')    # the plugin must match jax
     pip install --target /tmp/cuda_plugin --no-deps jax-cuda12-plugin==$V jax-cuda12-pjrt==$V
-    PYTHONPATH=/tmp/cuda_plugin python scripts/gpu_aot_report.py [--config custom]
+    PYTHONPATH=/tmp/cuda_plugin python -m scripts.gpu_aot_report [--config custom]
         [--batch_size 256] [--dtype bfloat16] [--top 12] [--step_ms 21.8] [--no-train]
 
-Deviceless ahead-of-time compilation (jax.experimental.topologies with the CUDA PJRT plugin:
-no driver, no GPU) for the GPU described by --target (an H100 by default), of (1) render +
-augment alone (`geojax.data.device.batch_fn`) and, unless --no-train, (2) the bare train step
-and (3) the device-data train step (`geojax.train.make_parallel_steps`; gemm_wgrad models as
-the GPU runs them, with lax.conv). From each optimized
-HLO module: its kernels (top-level fusions, custom calls and copies; a while loop's body
-counted as many times as it runs), the bytes each reads and writes (its operands' and
-results' sizes: an upper bound for slicing kernels), its element-ops (result elements times
-the fused computation's arithmetic ops), and for the data program an estimate per kernel,
-max(bytes / bandwidth, element-ops / op rate) + launch, summed. The estimate is a roofline: it
-ignores caches and occupancy. CALIBRATION scales it to the one GPU measurement there is (see
-its comment); the predicted (b)/(a) uses --step_ms, the bare step's measured time.
+Deviceless ahead-of-time compilation (jax.experimental.topologies with the CUDA PJRT plugin: no
+driver, no GPU) for the GPU described by --target (an H100 by default), of (1) render + augment
+alone (`geojax.data.device.batches.batch_fn`) and, unless --no-train, (2) the bare train step
+and (3) the device-data train step (`geojax.training.steps.make_parallel_steps`; gemm_wgrad
+models as the GPU runs them, with lax.conv). From each optimized HLO module: its kernels
+(top-level fusions, custom calls and copies; a while loop's body counted as many times as it
+runs), the bytes each reads and writes (its operands' and results' sizes: an upper bound for
+slicing kernels), its element-ops (result elements times the fused computation's arithmetic
+ops), and for the data program an estimate per kernel, max(bytes / bandwidth, element-ops / op
+rate) + launch, summed. The estimate is a roofline: it ignores caches and occupancy. CALIBRATION
+scales it to the one GPU measurement there is (see its comment); the predicted (b)/(a) uses
+--step_ms, the bare step's measured time.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS.parent))
-sys.path.insert(0, str(SCRIPTS))
 
 BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
          "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
@@ -219,13 +217,16 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import jax
     import jax.numpy as jnp
-    from bench_train import load_experiment
     from jax.experimental import topologies
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from geojax import train
-    from geojax.data import device, pipeline
+    from geojax.data import pipeline
+    from geojax.data.device import batches as device_batches
+    from geojax.training.config import DATA_AXIS, create_model
+    from geojax.training.state import create_learning_rate_fn, create_optimizer, create_train_state
+    from geojax.training.steps import device_batch_maker, make_parallel_steps
+    from scripts.bench_train import load_experiment
 
     try:
         topology = topologies.get_topology_desc(
@@ -233,7 +234,7 @@ def main() -> None:
     except Exception as e:  # the plugin is missing or of another jax version
         sys.exit(f"cannot compile for a GPU here ({type(e).__name__}: {e}); install the CUDA "
                  f"plugin of jax {jax.__version__} as the docstring says")
-    mesh = Mesh(topology.devices[:1], (train.DATA_AXIS,))
+    mesh = Mesh(topology.devices[:1], (DATA_AXIS,))
     config = load_experiment(args.config)
     config.batch_size = args.batch_size
     config.model.dtype = args.dtype
@@ -261,7 +262,7 @@ def main() -> None:
         return found
 
     step = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
-    make = device.batch_fn(config.data, mesh, config.batch_size, config.seed)
+    make = device_batches.batch_fn(config.data, mesh, config.batch_size, config.seed)
     data = compiled("render + augment", make.lower(step))
     data_ms = estimate_s(data) * 1e3
     say(f"  estimate {data_ms:.2f} ms per batch; calibrated (x{CALIBRATION:.2f}) "
@@ -276,21 +277,21 @@ def main() -> None:
 
     if not args.train:
         return
-    model = train.create_model(config)
-    tx = train.create_optimizer(config, train.create_learning_rate_fn(config), model)
+    model = create_model(config)
+    tx = create_optimizer(config, create_learning_rate_fn(config), model)
     shapes = jax.eval_shape(
-        lambda: train.create_train_state(jax.random.PRNGKey(0), config, model, tx))
+        lambda: create_train_state(jax.random.PRNGKey(0), config, model, tx))
     state = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
-    split = NamedSharding(mesh, P(train.DATA_AXIS))
+    split = NamedSharding(mesh, P(DATA_AXIS))
     size = int(config.data.img_size)
     batch = {"image": jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jnp.uint8,
                                            sharding=split),
              "label": jax.ShapeDtypeStruct((config.batch_size,), jnp.int32, sharding=split)}
-    bare_step, _ = train.make_parallel_steps(mesh, model, tx, config.label_smoothing)
+    bare_step, _ = make_parallel_steps(mesh, model, tx, config.label_smoothing)
     bare = compiled("(a) bare train step", bare_step.lower(state, batch))
-    device_step, _ = train.make_parallel_steps(mesh, model, tx, config.label_smoothing,
-                                               make_batch=train.device_batch_maker(config))
+    device_step, _ = make_parallel_steps(mesh, model, tx, config.label_smoothing,
+                                         make_batch=device_batch_maker(config))
     fed = compiled("(b) device data + train step", device_step.lower(state))
     added = collections.Counter(k.op for k in fed)
     added.subtract(collections.Counter(k.op for k in bare))

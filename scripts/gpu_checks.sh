@@ -47,12 +47,12 @@ part() {  # part NAME SECONDS COMMAND...
   echo "=== $name: rc=${PIPESTATUS[0]} in $((SECONDS - start)) s"
 }
 
-part device_data 260 python3 scripts/bench_device_data.py --config custom --batch_size 256 \
+part device_data 260 python3 -m scripts.bench_device_data --config custom --batch_size 256 \
   --dtype bfloat16 --steps 30 --workers 16
-part device_parts 60 python3 scripts/bench_device_data.py --config custom --batch_size 256 \
+part device_parts 60 python3 -m scripts.bench_device_data --config custom --batch_size 256 \
   --steps 20 --parts
-part aot_report 40 python3 scripts/gpu_aot_report.py --no-train --top 20
-part bench_train 110 python3 scripts/bench_train.py --batch_size 256 --dtype bfloat16 --steps 20 \
+part aot_report 40 python3 -m scripts.gpu_aot_report --no-train --top 20
+part bench_train 110 python3 -m scripts.bench_train --batch_size 256 --dtype bfloat16 --steps 20 \
   --no-torch --no-loader --configs custom quick light resnet50 efficientnet_b0 mobilenet_v2 \
   mobilenet_v3_small resnet101 efficientnet_b3 mobilenet_v3_large
-part heldout 110 python3 scripts/gpu_heldout.py --config custom --steps 2000 --batch_size 128
+part heldout 110 python3 -m scripts.gpu_heldout --config custom --steps 2000 --batch_size 128

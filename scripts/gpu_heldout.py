@@ -1,29 +1,26 @@
 """Train an experiment on device-made data for a fixed number of steps, then judge it on held-out
 images from the independent PIL renderer: what the GPU makes of the custom model.
 
-    python scripts/gpu_heldout.py --config custom --steps 1500 --batch_size 128 [--dtype bfloat16]
+    python -m scripts.gpu_heldout --config custom --steps 1500 --batch_size 128 [--dtype bfloat16]
 
 `python -m geojax.main` does the same training with checkpoints and TensorBoard (clu's writers
-need TensorFlow, which the GPU machines here lack), so this drives `geojax.train`'s own model,
+need TensorFlow, which the GPU machines here lack), so this drives `geojax.training`'s own model,
 optimizer, state and data-parallel step (`data.source='device'`) in a bare loop. It prints
 the train rate, accuracy on our renderer's test split (`geojax.data.pipeline.eval_split`) and on
 `scripts/heldout_shapes.py` images (all styles, filled only, outline only).
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import load_experiment
-from heldout_shapes import heldout_samples
-
-from geojax import train
 from geojax.data import pipeline
+from geojax.training.config import check_config
+from geojax.training.steps import create_training, evaluate_split
+from scripts.bench_train import load_experiment
+from scripts.heldout_shapes import heldout_samples
 
 
 def heldout_split(per_class: int, img_size: int, kind: str, seed: int) -> dict:
@@ -51,8 +48,8 @@ def main() -> None:
     config.model.dtype = args.dtype
     if args.learning_rate:
         config.learning_rate = args.learning_rate
-    train.check_config(config)
-    mesh, _, _, _, state, train_step, predict_step = train.create_training(config)
+    check_config(config)
+    mesh, _, _, _, state, train_step, predict_step = create_training(config)
 
     state, metrics = train_step(state)  # compile
     jax.block_until_ready(state)
@@ -76,7 +73,7 @@ def main() -> None:
     }
     print(f"\n| {args.config} ({args.steps} steps, device data) | images | accuracy |\n|---|---|---|")
     for name, split in splits.items():
-        results, _ = train.evaluate_split(predict_step, state, split, mesh, 256)
+        results, _ = evaluate_split(predict_step, state, split, mesh, 256)
         print(f"| {name} | {len(split['label'])} | {results['accuracy']:.3f} |", flush=True)
 
 

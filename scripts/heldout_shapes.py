@@ -4,7 +4,7 @@ Models are judged on images from renderers that are not ours. This one shares no
 `geojax.data` but the class names: its geometry is built from the class definitions alone and
 it paints with PIL.ImageDraw in styles and colours of its own:
 
-    python scripts/heldout_shapes.py --out DIR --per_class 50 --img_size 64 --seed 0 [--kind all]
+    python -m scripts.heldout_shapes --out DIR --per_class 50 --img_size 64 --seed 0 [--kind all]
 
 writes DIR/CLASS/NNNNN.png (the layout `python -m geojax.evaluate --data_dir DIR` reads) and
 DIR/manifest.csv (file, class, kind, style, palette, background, blur, extent: the shape's
@@ -30,14 +30,12 @@ import argparse
 import colorsys
 import csv
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from geojax import CLASSES
 
 FILLED_STYLES = ("solid", "shadow", "hatched", "two_tone")

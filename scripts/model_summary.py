@@ -1,6 +1,6 @@
 """Prints each geojax model's parameter count and forward FLOPs per image as a Markdown table.
 
-    .venv/bin/python scripts/model_summary.py [--models se_resnet light ...]
+    .venv/bin/python -m scripts.model_summary [--models se_resnet light ...]
 
 Parameters are the trainable 'params' (BatchNorm statistics excluded), at each model's default
 config. FLOPs are XLA's cost analysis of the compiled inference forward pass (train=False) on

@@ -5,10 +5,10 @@ its specification alone. It shares nothing with `geojax.data` but the class name
 colours, placement and drawing are written here, with OpenCV's filled polygons and ellipses
 (`cv2.fillPoly` / `cv2.circle` / `cv2.ellipse`, thickness -1, no anti-aliasing), as the seed did.
 
-    python scripts/seed_style_shapes.py shapes --out DIR --per_class N --seed S
+    python -m scripts.seed_style_shapes shapes --out DIR --per_class N --seed S
                                                [--img_size 224] [--augment]
-    python scripts/seed_style_shapes.py blank --out DIR --count N --seed S [--img_size 224]
-    python scripts/seed_style_shapes.py scenes --out DIR --count N --seed S
+    python -m scripts.seed_style_shapes blank --out DIR --count N --seed S [--img_size 224]
+    python -m scripts.seed_style_shapes scenes --out DIR --count N --seed S
                                                [--width 640] [--height 480] [--max_shapes 6]
 
 `shapes` writes DIR/CLASS/NNNNN.png (the layout `python -m geojax.evaluate --data_dir DIR` reads)
@@ -39,7 +39,7 @@ large filled polygon or circle mostly outside the frame, covering under 15% of i
 `max_shapes` shapes of size 40-160 px, boxes at least 4 px apart, all inside the frame) as
 DIR/images/NNNN.png and DIR/annotations.json in COCO form (bbox [x, y, width, height] of the
 drawn pixels, category_id = label + 1), scene i from `default_rng([seed, i])`; this is the form
-`scripts/bench_detection.py --scenes_dir DIR` reads.
+`python -m scripts.bench_detection --scenes_dir DIR` reads.
 """
 
 from __future__ import annotations
@@ -48,14 +48,11 @@ import argparse
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from geojax import CLASSES
 

@@ -1,6 +1,6 @@
 """The model artefact's contract, in one place: what every exported version directory holds and
-how versions are named. Writers (`geojax.export`, `geojax.registry`) and readers
-(`geojax.predict`, `geojax.model_server`, `geojax.serving_client`) share these names; nothing
+how versions are named. Writers (`geojax.release`: export, registry) and readers
+(`geojax.predict`, `geojax.tfserving`, `geojax.serving.client`) share these names; nothing
 here imports more than the standard library.
 
     BASE_PATH/<version>/saved_model.pb       the SavedModel (signatures below)

@@ -32,7 +32,7 @@ from geojax.data.render import render_no_shape, render_shape
 
 SOURCES = ("stream", "folder", "device")
 # source='device': the counterpart of augment.train_augmentation in the ops of
-# geojax.data.device_augment (text here: this module must not load JAX).
+# geojax.data.device.augment (text here: this module must not load JAX).
 DEFAULT_DEVICE_OPS = ("flip_lr|rot90"
                       "|brightness_contrast(0.25, 0.3, p=0.5)|hsv(25, 40, 20, p=0.4)"
                       "|gray(p=0.1)|invert(p=0.1)|blur((0.3, 1.5), p=0.2)"
@@ -57,7 +57,7 @@ def default_data_config() -> ml_collections.ConfigDict:
         "workers": 2,  # loader processes; 0 renders in the calling process
         "prefetch": 4,  # batches in flight
         "eval_size": 500,  # images per rendered val/test split (source='stream' or 'device')
-        # source='device': augmentation ops, '|'-separated (geojax.data.device_augment)
+        # source='device': augmentation ops, '|'-separated (geojax.data.device.augment)
         "device_ops": DEFAULT_DEVICE_OPS,
     })
 
@@ -80,7 +80,7 @@ def check_data_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"data.size_range must satisfy 0 < low <= high <= 1, got {config.size_range}")
     if config.source == "device":
         # Imported here: loader worker processes import this module and must not load JAX.
-        from geojax.data.device_augment import compose
+        from geojax.data.device.augment import compose
 
         compose(config.device_ops)  # fails naming a bad op
 
@@ -210,7 +210,8 @@ def train_batches(
     on, for process `process_index` of `process_count` (B = global `batch_size`)."""
     if config.source == "device":
         raise ValueError("data.source='device' batches are made on the accelerators: use "
-                         "geojax.data.device.batch_fn (the trainer does), not train_batches")
+                         "geojax.data.device.batches.batch_fn (the trainer does), not "
+                         "train_batches")
     return BatchStream(config, batch_size, seed, start_step, process_index, process_count)
 
 

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from geojax.data import device_augment, render_shape
+from geojax.data import render_shape
+from geojax.data.device import augment as device_augment
+from geojax.data.device import pixels
 from geojax.data.pipeline import DEFAULT_DEVICE_OPS
 from geojax.data.render import mask_bbox
 
@@ -93,8 +95,8 @@ def test_the_default_ops_keep_labels_boxes_inside_and_pixels_in_range():
 
 def test_hsv_round_trip_is_the_identity():
     rgb = jax.random.uniform(jax.random.PRNGKey(0), (500, 3), maxval=255.0)
-    h, s, v = device_augment.rgb_to_hsv(rgb)
-    np.testing.assert_allclose(device_augment.hsv_to_rgb(h, s, v), rgb, atol=1e-3)
+    h, s, v = pixels.rgb_to_hsv(rgb)
+    np.testing.assert_allclose(pixels.hsv_to_rgb(h, s, v), rgb, atol=1e-3)
 
 
 @pytest.mark.parametrize(("spec", "message"), [
@@ -110,7 +112,7 @@ def test_bad_op_specs_fail_naming_the_op(spec, message):
 
 def test_noise_from_a_bank_is_a_window_of_it_at_a_random_offset():
     bank = jax.random.normal(jax.random.PRNGKey(0), (20, 24, 3))
-    windows = [np.asarray(device_augment.standard_normal(jax.random.PRNGKey(i), (8, 8, 3), bank))
+    windows = [np.asarray(pixels.standard_normal(jax.random.PRNGKey(i), (8, 8, 3), bank))
                for i in range(6)]
     b = np.asarray(bank)
     offsets = set()
@@ -120,15 +122,15 @@ def test_noise_from_a_bank_is_a_window_of_it_at_a_random_offset():
         assert len(found) == 1
         offsets.add(found[0])
     assert len(offsets) > 3  # samples read different windows
-    single = np.asarray(device_augment.standard_normal(jax.random.PRNGKey(1), (8, 8), bank))
+    single = np.asarray(pixels.standard_normal(jax.random.PRNGKey(1), (8, 8), bank))
     assert any(np.array_equal(b[r:r + 8, c:c + 8, 0], single) for r in range(13) for c in range(17))
     with pytest.raises(ValueError, match="smaller"):
-        device_augment.standard_normal(jax.random.PRNGKey(0), (32, 8, 3), bank)
+        pixels.standard_normal(jax.random.PRNGKey(0), (32, 8, 3), bank)
 
 
 def _numpy_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Separable 7-tap Gaussian, edges replicated, by index clipping."""
-    r = device_augment.BLUR_RADIUS
+    r = pixels.BLUR_RADIUS
     weights = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
     weights /= weights.sum()
     for axis in (0, 1):
@@ -142,17 +144,17 @@ def _numpy_blur(image: np.ndarray, sigma: float) -> np.ndarray:
 def test_blur_is_a_separable_gaussian_with_replicated_edges(sigma):
     image = np.random.default_rng(0).uniform(0, 255, (12, 9, 3)).astype(np.float32)
     expected = _numpy_blur(image.astype(np.float64), sigma)
-    np.testing.assert_allclose(jax.jit(device_augment.gaussian_blur)(image, sigma), expected,
+    np.testing.assert_allclose(jax.jit(pixels.gaussian_blur)(image, sigma), expected,
                                atol=1e-3)
     # Sigma 0 is exactly the identity: a per-sample blur needs no select.
-    np.testing.assert_array_equal(jax.jit(device_augment.gaussian_blur)(image, 0.0), image)
+    np.testing.assert_array_equal(jax.jit(pixels.gaussian_blur)(image, 0.0), image)
     # The GPU's form of each pass (a shift per tap), run here: the same sums.
     weights = np.exp(-0.5 * (np.arange(-3, 4) / sigma) ** 2).astype(np.float32)
     weights /= weights.sum()
     for axis in (0, 1):
         np.testing.assert_allclose(
-            device_augment.taps_from_shifts(jnp.asarray(image), weights, axis),
-            device_augment.taps_from_padded(jnp.asarray(image), weights, axis), atol=1e-4)
+            pixels.taps_from_shifts(jnp.asarray(image), weights, axis),
+            pixels.taps_from_padded(jnp.asarray(image), weights, axis), atol=1e-4)
 
 
 def test_pixel_ops_can_round_to_whole_levels_as_on_uint8_images():
@@ -173,11 +175,11 @@ def test_render_effects_left_pending_are_composed_into_the_ops_or_applied_last()
     # No blur op: the pending blur comes after the last op, and is not left in the sample.
     out, _ = _apply("invert(p=0.0)", pending)
     assert "blur_sigma" not in out and "noise_sigma" not in out
-    np.testing.assert_allclose(out["image"], jax.vmap(device_augment.gaussian_blur)(
+    np.testing.assert_allclose(out["image"], jax.vmap(pixels.gaussian_blur)(
         image, jnp.full(3, 1.0)), atol=1e-3)
     # A blur op takes it up: one blur, the two sigmas composed (Gaussians: sigma^2 add).
     out, _ = _apply("blur(sigma=0.5, p=1.0)", pending)
-    composed = jax.vmap(device_augment.gaussian_blur)(image, jnp.full(3, np.sqrt(1.25)))
+    composed = jax.vmap(pixels.gaussian_blur)(image, jnp.full(3, np.sqrt(1.25)))
     np.testing.assert_allclose(out["image"], composed, atol=1e-3)
     # Pending noise: the noise op's std and the renderer's add as variances.
     flat = {"image": jnp.full((1, 96, 96, 3), 128.0), "box": batch["box"][:1],

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from geojax import CLASSES
-from geojax.data import device_render, render, shapes
-from geojax.data.device_augment import mask_box
+from geojax.data import render, shapes
+from geojax.data.device import geometry as device_geometry
+from geojax.data.device import render as device_render
+from geojax.data.device.pixels import mask_box
 
 SEEDS = 4
 
@@ -24,18 +26,18 @@ def _params_and_widths(size: int):
             p = shapes.sample_shape(rng, name, (size, size), size_range=(0.4, 0.95))
             params.append(p)
             width = float(rng.uniform(1.0, max(1.5, 0.12 * p.radius)))
-            widths.append(device_render.cpu_stroke_width(width))
+            widths.append(device_geometry.cpu_stroke_width(width))
     return params, widths
 
 
 def _device_coverage(params, widths, size):
     geometry = jax.tree.map(lambda *x: jnp.stack(x),
-                            *[device_render.geometry_from_params(p) for p in params])
+                            *[device_geometry.geometry_from_params(p) for p in params])
 
     @jax.jit
     @jax.vmap
     def cover(g, w):
-        return device_render.coverage(device_render.signed_distance(g, size), w)
+        return device_geometry.coverage(device_geometry.signed_distance(g, size), w)
 
     fill, stroke = cover(geometry, jnp.asarray(widths))
     return np.asarray(fill), np.asarray(stroke)
@@ -78,7 +80,7 @@ def test_sampled_geometry_follows_the_class_rules_and_stays_in_the_frame():
     labels = jnp.arange(200) % len(CLASSES)
     keys = jax.random.split(jax.random.PRNGKey(0), 200)
     geometry = jax.jit(jax.vmap(
-        lambda k, label: device_render.sample_geometry(k, label, size)))(keys, labels)
+        lambda k, label: device_geometry.sample_geometry(k, label, size)))(keys, labels)
     g = jax.tree.map(np.asarray, geometry)
     names = np.asarray(CLASSES)[g["label"]]
     elongated = np.isin(names, ["rectangle", "ellipse"])
@@ -107,18 +109,18 @@ def test_sampled_geometry_follows_the_class_rules_and_stays_in_the_frame():
 def test_outline_jitter_bends_the_distance_by_its_harmonics_of_the_angle():
     size = 64
     params, _ = _params_and_widths(size)
-    geometry = device_render.geometry_from_params(params[3 * SEEDS])  # a triangle
+    geometry = device_geometry.geometry_from_params(params[3 * SEEDS])  # a triangle
     rng = np.random.default_rng(0)
-    jitter = np.stack([rng.normal(size=device_render.JITTER_HARMONICS),
-                       rng.uniform(0, 2 * np.pi, device_render.JITTER_HARMONICS)], 1)
-    bent = np.asarray(device_render.signed_distance(geometry, size, jnp.asarray(jitter, jnp.float32)))
-    plain = np.asarray(device_render.signed_distance(geometry, size))
+    jitter = np.stack([rng.normal(size=device_geometry.JITTER_HARMONICS),
+                       rng.uniform(0, 2 * np.pi, device_geometry.JITTER_HARMONICS)], 1)
+    bent = np.asarray(device_geometry.signed_distance(geometry, size, jnp.asarray(jitter, jnp.float32)))
+    plain = np.asarray(device_geometry.signed_distance(geometry, size))
     # The angle of each pixel around the centre, in the shape's own frame.
     ys, xs = np.mgrid[:size, :size].astype(np.float64)
     fx, fy = xs - params[3 * SEEDS].center[0], ys - params[3 * SEEDS].center[1]
     c, s = np.cos(params[3 * SEEDS].rotation), np.sin(params[3 * SEEDS].rotation)
     phase = np.arctan2(-fx * s + fy * c, fx * c + fy * s)
-    k = np.arange(1, device_render.JITTER_HARMONICS + 1)
+    k = np.arange(1, device_geometry.JITTER_HARMONICS + 1)
     expected = (jitter[:, 0] * np.sin(k * phase[..., None] + jitter[:, 1])).sum(-1)
     np.testing.assert_allclose(plain - bent, expected, atol=2e-4)
 

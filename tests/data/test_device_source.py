@@ -10,8 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from geojax import NO_SHAPE, train
-from geojax.data import device, pipeline
+from geojax import NO_SHAPE
+from geojax.data import pipeline
+from geojax.data.device import batches
+from geojax.inference.workdir import load_for_inference
+from geojax.training.state import create_mesh
+from geojax.training.workdir import read_config
 from tests.train_setup import TINY, main_command, run
 
 BATCH = 8
@@ -26,7 +30,7 @@ def _config():
 
 @functools.cache
 def _one_device_batches():
-    make = device.batch_fn(_config(), train.create_mesh(jax.devices()[:1]), BATCH, seed=3)
+    make = batches.batch_fn(_config(), create_mesh(jax.devices()[:1]), BATCH, seed=3)
     return [jax.tree.map(np.asarray, make(step)) for step in (0, 1, 0)]
 
 
@@ -51,11 +55,11 @@ def test_batches_are_deterministic_per_step_and_hold_valid_samples():
 
 _TWO_DEVICES = textwrap.dedent("""
     import jax, numpy as np, sys
-    from geojax import train
-    from geojax.data import device
+    from geojax.training.state import create_mesh
+    from geojax.data.device import batches
     from tests.data.test_device_source import BATCH, _config
     assert jax.device_count() == 2
-    make = device.batch_fn(_config(), train.create_mesh(), BATCH, seed=3)
+    make = batches.batch_fn(_config(), create_mesh(), BATCH, seed=3)
     batch = make(1)
     assert len(batch["image"].sharding.device_set) == 2
     np.savez(sys.argv[1], **jax.tree.map(np.asarray, batch))
@@ -79,8 +83,8 @@ def _python() -> list[str]:
 
 
 def _params(workdir):
-    config = train.read_config(str(workdir))
-    state, _, _, step = train.load_for_inference(config, str(workdir), "latest")
+    config = read_config(str(workdir))
+    state, _, _, step = load_for_inference(config, str(workdir), "latest")
     return step, jax.device_get(state.params)
 
 

@@ -64,7 +64,7 @@ TF_SERVING_ONLY_METRICS = {
     # "/tensorflow/serving/batching_session/queuing_latency" {thread_pool_name} of
     # batching/batching_session.cc, with "/" made ":" by util/prometheus_exporter.cc. The others
     # the dashboard uses (request_count, request_latency, runtime_latency, load_attempt_count)
-    # the local model server exports under TF Serving's names and labels (geojax.model_server).
+    # the local model server exports under TF Serving's names and labels (geojax.tfserving).
     ":tensorflow:serving:batching_session:queuing_latency_bucket",
 }
 PROMETHEUS_BUILTIN = {"up"}
@@ -212,17 +212,15 @@ def stack(tiny_saved_model, tmp_path_factory):
     """The local model server (gRPC, and REST with TF Serving's metrics as
     deploy/tf_serving/monitoring.config enables them) serving the tiny model as `production`,
     and the proxy in front of it on an HTTP port, with some traffic already answered."""
-    from geojax.model_server import (
-        ModelServerApi,
-        RestApi,
-        ServerCore,
-        ServerOptions,
-        make_grpc_server,
-        prometheus_path,
-        read_config_file,
-    )
-    from geojax.proxy import ProxySettings, create_app
-    from geojax.registry import Registry
+    from geojax.release.registry import Registry
+    from geojax.serving.app import create_app
+    from geojax.serving.settings import ProxySettings
+    from geojax.tfserving.api import ModelServerApi
+    from geojax.tfserving.config import read_config_file
+    from geojax.tfserving.core import ServerCore, ServerOptions
+    from geojax.tfserving.grpc_server import make_grpc_server
+    from geojax.tfserving.metrics import prometheus_path
+    from geojax.tfserving.rest_server import RestApi
 
     root = tmp_path_factory.mktemp("deploy_stack")
     registry = Registry(root / "models" / "geojax", config_file=root / "models.config")
@@ -400,7 +398,7 @@ def wait_for_rule_evaluation(api: str, timeout: float = 30) -> list[dict]:
 def tf_serving_messages() -> dict[str, type]:
     """BatchingParameters as TF Serving defines it (servables/tensorflow/
     session_bundle_config.proto): the tensorflow-serving-api wheel does not ship that proto.
-    (MonitoringConfig, also missing from it, is geojax.model_server's, which reads it.)"""
+    (MonitoringConfig, also missing from it, is geojax.tfserving.metrics', which reads it.)"""
     pool = descriptor_pool.DescriptorPool()
     pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
     f = descriptor_pb2.FileDescriptorProto(
@@ -427,7 +425,7 @@ def tf_serving_messages() -> dict[str, type]:
 
 
 def read_monitoring_config():
-    from geojax.model_server import read_monitoring_config as read
+    from geojax.tfserving.config import read_monitoring_config as read
 
     return read(str(DEPLOY / "tf_serving/monitoring.config"))
 
@@ -467,7 +465,7 @@ def assert_batches_fit(settings) -> None:
 def parse_model_server_flags(args: list[str]):
     """TF Serving's command line, parsed by the local stand-in, which takes TF Serving's flag
     names (an unknown or misspelt flag fails)."""
-    from geojax.model_server import build_parser
+    from geojax.tfserving.config import build_parser
 
     try:
         return build_parser().parse_args(args)
@@ -576,7 +574,7 @@ def test_compose_services_images_ports_and_mounted_files():
 def test_compose_tf_serving_runs_the_registry_config_with_monitoring_and_batching():
     import inspect
 
-    from geojax.registry import Registry
+    from geojax.release.registry import Registry
 
     service = load_yaml(COMPOSE_FILE)["services"]["tf-serving"]
     assert service["image"].startswith("tensorflow/serving:")
@@ -596,7 +594,7 @@ def test_compose_tf_serving_runs_the_registry_config_with_monitoring_and_batchin
 
 
 def test_compose_proxy_settings_reach_tf_serving_and_fit_its_batches():
-    from geojax.proxy import ProxySettings
+    from geojax.serving.settings import ProxySettings
 
     services = load_yaml(COMPOSE_FILE)["services"]
     proxy = services["proxy"]
@@ -765,7 +763,7 @@ def container_env(c: dict) -> dict[str, str]:
 
 
 def test_kubernetes_proxy_probes_settings_and_autoscaling():
-    from geojax.proxy import ProxySettings
+    from geojax.serving.settings import ProxySettings
 
     objects = k8s_objects()
     proxy = objects[("Deployment", "geojax-proxy")]

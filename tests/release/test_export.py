@@ -10,7 +10,7 @@ from geojax import CLASSES
 from geojax.core.artefact import WARMUP_FILE
 from geojax.core.images import encode_png, resize_to
 from geojax.data import render_shape
-from geojax.export import saved_model_probabilities
+from geojax.release.saved_model import saved_model_probabilities
 
 from conftest import TINY_SIZE, tiny_model
 

@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 from tensorflow_serving.config import model_server_config_pb2
 
-from geojax import train
-from geojax.export import PARITY_TOLERANCE, export_workdir, main
+from geojax.export import main
+from geojax.release.export import PARITY_TOLERANCE, export_workdir
+from geojax.training.loop import train_and_evaluate
+from geojax.training.workdir import write_calibration
 from tests.train_setup import load_config
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     path = tmp_path_factory.mktemp("trained")
-    train.train_and_evaluate(load_config("quick"), str(path))
+    train_and_evaluate(load_config("quick"), str(path))
     return path
 
 
@@ -46,14 +48,18 @@ def test_exports_count_up_with_metadata_and_config(workdir, tmp_path):
 def test_missing_or_corrupt_checkpoint_fails_clearly(workdir, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["--workdir", str(empty), "--base_path", str(tmp_path / "b")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workdir", str(empty), "--base_path", str(tmp_path / "b")])
+    assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
     broken = tmp_path / "broken"
     shutil.copytree(workdir, broken)
     for f in (broken / "checkpoints").rglob("*"):
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"\0" * 16)
-    assert main(["--workdir", str(broken), "--base_path", str(tmp_path / "b")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workdir", str(broken), "--base_path", str(tmp_path / "b")])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
     assert not (tmp_path / "b").exists() or not any(
@@ -65,12 +71,13 @@ def test_the_export_serves_the_calibrated_model_and_says_when_no_shape_was_found
     import jax
 
     from geojax import SHAPE_THRESHOLD
-    from geojax.export import saved_model_probabilities, serving_model
+    from geojax.inference.workdir import serving_model
+    from geojax.release.saved_model import saved_model_probabilities
 
     calibrated = tmp_path / "calibrated"
     shutil.copytree(workdir, calibrated)
     raw = serving_model(str(workdir))
-    train.write_calibration(str(calibrated), raw.step, 4.0, {})
+    write_calibration(str(calibrated), raw.step, 4.0, {})
     served = serving_model(str(calibrated))
     assert served.temperature == 4.0
     pixels = np.random.default_rng(0).random((5, 16, 16, 3), dtype=np.float32)

@@ -20,7 +20,10 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from geojax import registry as registry_lib
-from geojax.registry import Registry, RegistryError, config_phases, metric_regressions
+from geojax.release.errors import RegistryError
+from geojax.release.registry import Registry
+from geojax.release.serving_config import config_phases
+from geojax.release.stages import metric_regressions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -348,7 +351,7 @@ def test_concurrent_promotions_from_threads_with_separate_registries(registry):
 
 KILLED_EXPORT = """
 import os, signal, sys
-from geojax.registry import Registry
+from geojax.release.registry import Registry
 incoming = Registry(sys.argv[1], sys.argv[2]).incoming_dir()
 (incoming / "saved_model.pb").write_bytes(b"half a gra")
 os.kill(os.getpid(), signal.SIGKILL)
@@ -480,9 +483,13 @@ def test_cli_list(registry, capsys):
 def test_cli_errors_exit_2_with_a_message_and_no_traceback(registry, tmp_path, capsys):
     export(registry)
     args = ["--base_path", str(registry.base_path), "--config_file", str(registry.config_file)]
-    assert registry_lib.main([*args, "promote", "9", "--to", "staging"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        registry_lib.main([*args, "promote", "9", "--to", "staging"])
+    assert exit_info.value.code == 2
     assert capsys.readouterr().err == "error: unknown version 9; versions: 1 (see `list`)\n"
-    assert registry_lib.main([*args, "promote", "1", "--to", "live"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        registry_lib.main([*args, "promote", "1", "--to", "live"])
+    assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: unknown stage 'live'")
     with pytest.raises(SystemExit) as exit_info:
         registry_lib.main([*args, "promote", "1"])

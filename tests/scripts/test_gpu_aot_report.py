@@ -1,15 +1,12 @@
 """The HLO reading of scripts/gpu_aot_report.py (kernels, bytes, element-ops), on programs
 compiled here for the CPU: the GPU compile itself needs the CUDA plugin, a benchmark tool."""
 
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import gpu_aot_report as report
+from scripts import gpu_aot_report as report
 
 
 def _hlo(fn, *args) -> str:
@@ -46,8 +43,8 @@ def test_rejects_text_without_a_module():
 
 
 def test_kernels_name_the_geojax_lines_they_come_from():
-    from geojax.data import device_augment
+    from geojax.data.device import pixels
 
     image = jnp.zeros((16, 16, 3), jnp.float32)
-    found = report.kernels(_hlo(lambda x: device_augment.gaussian_blur(x, 1.0), image))
-    assert any("data/device_augment.py:" in k.source for k in found)
+    found = report.kernels(_hlo(lambda x: pixels.gaussian_blur(x, 1.0), image))
+    assert any("data/device/pixels.py:" in k.source for k in found)

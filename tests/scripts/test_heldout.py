@@ -5,16 +5,13 @@ import csv
 import json
 import math
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from geojax import CLASSES
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import heldout_shapes as heldout
+from scripts import heldout_shapes as heldout
 
 SIZE = 96
 VERTICES = {"triangle": 3, "square": 4, "rectangle": 4, "rhombus": 4, "pentagon": 5,

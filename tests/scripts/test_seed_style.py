@@ -5,8 +5,6 @@ composes detection scenes whose COCO boxes are the drawn pixels; bench_detection
 import csv
 import json
 import math
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,10 +12,8 @@ import pytest
 from PIL import Image
 
 from geojax import CLASSES
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import bench_detection
-import seed_style_shapes as seed
+from scripts import bench_detection
+from scripts import seed_style_shapes as seed
 
 # Filled area over bounding-box area, from each class's geometry in the spec.
 FILL_RATIO = {"circle": math.pi / 4, "ellipse": math.pi / 4, "square": 1.0, "rectangle": 1.0,

@@ -3,16 +3,12 @@
 Benchmark-only code: skipped where torch is not installed.
 """
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import torch_se_resnet as twin  # noqa: E402
+from scripts import torch_se_resnet as twin  # noqa: E402
 
 
 def _flax_classifier(**architecture):

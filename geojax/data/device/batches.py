@@ -7,8 +7,8 @@ and a resumed run needs nothing but the step. Inside `jax.shard_map` over the me
 the host. Per-pixel noise (textures, the noise effect and op) is read from windows of one
 bank of standard normals per step (`noise_bank`, from (seed, step)): drawing it per pixel and
 sample cost more than the rest of rendering. A sample is drawn by
-`geojax.data.device_render`, quantised to uint8 as the CPU renderer's picture is, and
-augmented by the ops of `config.device_ops` (`geojax.data.device_augment`) when
+`geojax.data.device.render`, quantised to uint8 as the CPU renderer's picture is, and
+augmented by the ops of `config.device_ops` (`geojax.data.device.augment`) when
 `config.augment` is set, then quantised again; its box is the drawn mask's, moved by the
 augmentation's geometry. (uint8 between the stages is also a quarter of float32's memory
 traffic on a GPU.)
@@ -29,7 +29,9 @@ from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from geojax.data import device_augment, device_render
+from geojax.data.device.augment import compose
+from geojax.data.device.pixels import mask_box, quantise
+from geojax.data.device.render import render_sample
 from geojax.data.render import MASK_THRESHOLD
 
 DEVICE_STREAM_ID = 2001  # apart from the CPU stream's and eval splits' seeds
@@ -45,8 +47,9 @@ def sample_key(seed: int | jax.Array, step: jax.Array, index: jax.Array) -> jax.
 
 def noise_bank(seed: int | jax.Array, step: jax.Array, size: int) -> jax.Array:
     """The standard normals [2 size, 2 size, 3] that every sample of step `step` reads its
-    noise from (`device_augment.standard_normal`): a function of (seed, step) alone, so every
-    device holds the same bank and the batch stays the same on any device count."""
+    noise from (`geojax.data.device.pixels.standard_normal`): a function of (seed, step)
+    alone, so every device holds the same bank and the batch stays the same on any device
+    count."""
     key = jax.random.fold_in(jax.random.PRNGKey(seed), NOISE_BANK_ID)
     return jax.random.normal(jax.random.fold_in(key, step), (2 * size, 2 * size, 3))
 
@@ -59,22 +62,22 @@ def sample_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array, jax.Arr
     size_range = (low, high)
     effects = bool(config.effects)
     no_shape_fraction = float(config.get("no_shape_fraction", 0.0))
-    augment = device_augment.compose(config.device_ops) if config.augment else None
+    augment = compose(config.device_ops) if config.augment else None
 
     def make(key: jax.Array, bank: jax.Array) -> Batch:
         # The barrier keeps the keys' threefry out of the per-pixel kernels: XLA:GPU fused it
         # into each image-sized consumer and hashed again per pixel (XLA:CPU ignores it).
         render_key, augment_key = jax.lax.optimization_barrier(jax.random.split(key))
-        drawn = device_render.render_sample(render_key, size, size_range, effects, bank,
+        drawn = render_sample(render_key, size, size_range, effects, bank,
                                             defer_effects=augment is not None,
                                             no_shape_fraction=no_shape_fraction)
-        box = device_augment.mask_box(drawn.pop("mask") >= MASK_THRESHOLD)
-        sample = {**drawn, "image": device_augment.quantise(drawn["image"]), "box": box}
+        box = mask_box(drawn.pop("mask") >= MASK_THRESHOLD)
+        sample = {**drawn, "image": quantise(drawn["image"]), "box": box}
         if augment is not None:
             sample = {**sample, "image": sample["image"].astype(jnp.float32)}
             sample = augment(augment_key, {**sample, "noise_bank": bank})
             sample.pop("noise_bank")
-            sample = {**sample, "image": device_augment.quantise(sample["image"])}
+            sample = {**sample, "image": quantise(sample["image"])}
         return sample
 
     return make
