@@ -1,6 +1,6 @@
 """Evaluate a training workdir's best checkpoint (calibrated: its logits divided by the
 temperature fitted after training) on a folder of images, with the metrics and report of
-`geojax.evaluation.metrics`:
+`geojax.core.metrics`:
 
     python -m geojax.evaluate --workdir runs/quick --data_dir data/shapes --output report.json
                               [--no_shape_dir DIR]

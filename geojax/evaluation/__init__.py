@@ -1,3 +1,3 @@
-"""Evaluating a classifier: `metrics` (pure numpy, and the JSON + PNG report), which training
-uses too, and `report`, a trained workdir scored on a folder of images (the command
-`geojax.evaluate`)."""
+"""Evaluating a trained workdir: `report` scores its checkpoint on a folder of images, by size
+band and style (the command `geojax.evaluate`). The metrics themselves are `geojax.core.metrics`,
+which training and export use too."""

@@ -1,5 +1,5 @@
 """A training workdir's checkpoint evaluated on a folder of images (`evaluate_folder`): the
-report of `geojax.evaluation.metrics` on its calibrated probabilities, broken down by the
+report of `geojax.core.metrics` on its calibrated probabilities, broken down by the
 folder's manifest (size band, kind, style, background) when it has one, and how many
 shape-free images it names a shape. The command is `python -m geojax.evaluate`.
 """
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from geojax import CLASSES, SHAPE_THRESHOLD
+from geojax.core import metrics
 from geojax.data import load_folder
 from geojax.data.dataset import IMAGE_SUFFIXES, SPLITS, read_sample
-from geojax.evaluation import metrics
 from geojax.inference.workdir import load_workdir
 from geojax.training.workdir import read_config, read_history
 

@@ -21,8 +21,8 @@ import numpy as np
 from geojax import CLASSES, SHAPE_THRESHOLD
 from geojax.core.artefact import PIXELS_SIGNATURE, SERVING_SIGNATURE
 from geojax.core.images import encode_png
+from geojax.core.metrics import softmax
 from geojax.data import eval_split
-from geojax.evaluation.metrics import softmax
 from geojax.inference.workdir import serving_model
 from geojax.release.errors import ExportError
 from geojax.release.registry import Registry

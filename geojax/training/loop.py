@@ -28,8 +28,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from geojax import CLASSES
+from geojax.core import metrics
 from geojax.data import pipeline
-from geojax.evaluation import metrics
 from geojax.training import throughput
 from geojax.training.checkpoints import (
     create_checkpoint_manager,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from geojax import CLASSES
-from geojax.evaluation import metrics
+from geojax.core import metrics
 from geojax.evaluation.report import breakdown, evaluate_folder
 from geojax.training.checkpoints import CheckpointError
 from geojax.training.loop import train_and_evaluate
