@@ -17,18 +17,17 @@ checkpoint, an unreadable image, a missing folder) prints `geojax.evaluate: mess
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Sequence
-
-from absl import app, flags
 
 from geojax.core.errors import user_errors
 from geojax.evaluation.report import evaluate_folder
 
 
-def main(argv: Sequence[str]) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     """Runs `evaluate_folder` from the flags; a user error exits with its message."""
-    del argv
-    flag_values = flags.FLAGS
+    flag_values = _parser().parse_args(argv)
     with user_errors("geojax.evaluate", FileNotFoundError, ValueError):
         report = evaluate_folder(
             flag_values.workdir, flag_values.data_dir, flag_values.output,
@@ -47,20 +46,28 @@ def main(argv: Sequence[str]) -> None:
         blank = report["no_shape"]
         print(f"  no-shape images named a shape: {blank['named_a_shape']} of {blank['n']} "
               f"(max confidence {blank['max_confidence']:.3f})")
+    return 0
 
 
-def _define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "Training workdir (holds config.json, checkpoints/).")
-    flags.DEFINE_string("data_dir", None, "Folder of CLASS/* or SPLIT/CLASS/* images.")
-    flags.DEFINE_string("output", None, "Report JSON path; the PNGs are written beside it.")
-    flags.DEFINE_string("split", "test", "Split folder to use when DATA_DIR holds splits.")
-    flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
-    flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
-    flags.DEFINE_string("no_shape_dir", None, "Folder of shape-free images: how many are "
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m geojax.evaluate",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True,
+                        help="Training workdir (holds config.json, checkpoints/).")
+    parser.add_argument("--data_dir", required=True,
+                        help="Folder of CLASS/* or SPLIT/CLASS/* images.")
+    parser.add_argument("--output", required=True,
+                        help="Report JSON path; the PNGs are written beside it.")
+    parser.add_argument("--split", default="test",
+                        help="Split folder to use when DATA_DIR holds splits (default: test).")
+    parser.add_argument("--checkpoint", default="best",
+                        help="'best', 'latest' or a step number (default: best).")
+    parser.add_argument("--batch_size", type=int, default=64,
+                        help="Images per forward pass (default: 64).")
+    parser.add_argument("--no_shape_dir", help="Folder of shape-free images: how many are "
                         "named a shape (top probability >= SHAPE_THRESHOLD).")
-    flags.mark_flags_as_required(["workdir", "data_dir", "output"])
+    return parser
 
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    sys.exit(main())

@@ -7,7 +7,7 @@ The SavedModel's two signatures (`serving_default`: encoded images; `predict_pix
 pixels), its assets and warm-up requests: `geojax.release.saved_model`. The parity check against
 JAX (a failing export is deleted, never registered) and the version's metadata:
 `geojax.release.export`. A user error (no checkpoint, a failed parity check, a registry that
-refuses) exits 2 with `error: ...` on stderr.
+refuses) exits 2 with `geojax.export: ...` on stderr.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 from geojax.core.console import quiet_start_up
 from geojax.core.errors import user_errors
 
-ERROR_PREFIX = "error"
-"""What a user error's message starts with on stderr (`error: ...`)."""
+PROG = "geojax.export"
+"""The name a user error's message starts with on stderr (`geojax.export: ...`)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported after quiet_start_up (deliberately deferred): it loads JAX and TensorFlow.
     from geojax.release.export import directory_size, export_workdir, format_bytes
 
-    with user_errors(ERROR_PREFIX, FileNotFoundError):
+    with user_errors(PROG, FileNotFoundError):
         version = export_workdir(args.workdir, args.base_path, args.config_file,
                                  args.model_name, args.checkpoint,
                                  None if args.server == "none" else args.server)

@@ -89,11 +89,14 @@ def _config_error_message(error: Exception, argv: Sequence[str]) -> str:
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
-    """absl's parser (which explains bad values itself), plus clear config errors."""
+    """absl's parser, with its errors (a missing or bad flag, a config that does not load)
+    through the one exit: `geojax.main: message`, status 2."""
     try:
-        args = app.parse_flags_with_usage(list(argv))
+        args = flags.FLAGS(list(argv))
         # config_flags defers a config file's load error until the config is first used.
         _CONFIG.value.keys()
+    except flags.Error as e:
+        exit_with(PROG, f"{e} (--helpfull lists the flags)")
     except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
         exit_with(PROG, f"{_config_error_message(e, argv)} (--helpfull lists the flags)")
     return args

@@ -9,7 +9,7 @@
 Versions, the stages development -> staging -> (canary ->) production as TF Serving version
 labels, and how a label move waits for the model server: `geojax.release.registry`. A user
 error (an unknown version or stage, a refused promotion, a server that does not load the
-version) exits 2 with `error: ...` on stderr.
+version) exits 2 with `geojax.registry: ...` on stderr.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from geojax.release.registry import STALE_INCOMING_SECONDS, Registry
 from geojax.release.server_watch import AUTO_SERVER
 from geojax.release.stages import REMOVABLE_STAGES, STAGES, format_table
 
-ERROR_PREFIX = "error"
-"""What a user error's message starts with on stderr (`error: ...`)."""
+PROG = "geojax.registry"
+"""The name a user error's message starts with on stderr (`geojax.registry: ...`)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The CLI; returns 0, or exits 2 with `error: ...` on stderr for a user error."""
+    """The CLI; returns 0, or exits 2 with `geojax.registry: ...` on stderr for a user error."""
     args = _parser().parse_args(argv)
     logging.basicConfig(format="%(message)s")
     registry = Registry(
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         poll_wait_seconds=args.poll_wait_seconds,
         load_timeout_seconds=args.load_timeout_seconds,
     )
-    with user_errors(ERROR_PREFIX, OSError):
+    with user_errors(PROG, OSError):
         if args.command == "list":
             print(format_table(registry.versions()))
         elif args.command == "promote":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from geojax.core.errors import user_errors
 from geojax.data.dataset import split_counts, write_dataset, write_scenes
 
 
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
+    with user_errors("geojax.data", ValueError, OSError):
         if args.command == "generate":
             meta = write_dataset(args.out, args.per_class, args.img_size, args.seed, args.workers)
             counts = split_counts(args.per_class)
@@ -48,9 +49,6 @@ def main(argv: list[str] | None = None) -> int:
                                 args.overlap, args.seed, args.workers)
             print(f"wrote {len(coco['images'])} scenes with {len(coco['annotations'])} shapes "
                   f"to {args.out}")
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -51,7 +51,7 @@ def test_missing_or_corrupt_checkpoint_fails_clearly(workdir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--workdir", str(empty), "--base_path", str(tmp_path / "b")])
     assert exit_info.value.code == 2
-    assert "error:" in capsys.readouterr().err
+    assert "geojax.export:" in capsys.readouterr().err
     broken = tmp_path / "broken"
     shutil.copytree(workdir, broken)
     for f in (broken / "checkpoints").rglob("*"):
@@ -61,7 +61,7 @@ def test_missing_or_corrupt_checkpoint_fails_clearly(workdir, tmp_path, capsys):
         main(["--workdir", str(broken), "--base_path", str(tmp_path / "b")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "Traceback" not in err
+    assert err.startswith("geojax.export:") and "Traceback" not in err
     assert not (tmp_path / "b").exists() or not any(
         p.name.isdigit() for p in (tmp_path / "b").iterdir())
 

@@ -486,18 +486,18 @@ def test_cli_errors_exit_2_with_a_message_and_no_traceback(registry, tmp_path, c
     with pytest.raises(SystemExit) as exit_info:
         registry_lib.main([*args, "promote", "9", "--to", "staging"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == "error: unknown version 9; versions: 1 (see `list`)\n"
+    assert capsys.readouterr().err == "geojax.registry: unknown version 9; versions: 1 (see `list`)\n"
     with pytest.raises(SystemExit) as exit_info:
         registry_lib.main([*args, "promote", "1", "--to", "live"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.startswith("error: unknown stage 'live'")
+    assert capsys.readouterr().err.startswith("geojax.registry: unknown stage 'live'")
     with pytest.raises(SystemExit) as exit_info:
         registry_lib.main([*args, "promote", "1"])
     assert exit_info.value.code == 2
     missing = Registry(tmp_path / "missing", registry.config_file)
     result = run_cli(missing, "list")
     assert result.returncode == 2
-    assert result.stderr.startswith("error: base path") and "Traceback" not in result.stderr
+    assert result.stderr.startswith("geojax.registry: base path") and "Traceback" not in result.stderr
 
 
 def test_lock_is_exclusive_across_registry_objects(registry):
