@@ -69,18 +69,25 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, num_bins: 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0
                             ) -> float:
-    """Mean -log softmax(logits / temperature)[label]."""
+    """Mean -log softmax(logits / temperature)[label]; a negative label (`geojax.NO_SHAPE`, an
+    image with no shape) scores against the uniform distribution: -mean(log softmax)."""
     z = np.asarray(logits, np.float64) / temperature
     z = z - z.max(axis=-1, keepdims=True)
     log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    return float(-log_probs[np.arange(len(z)), np.asarray(labels)].mean())
+    labels = np.asarray(labels)
+    shape = labels >= 0
+    losses = -log_probs.mean(axis=-1)
+    losses[shape] = -log_probs[np.flatnonzero(shape), labels[shape]]
+    return float(losses.mean())
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
                     ) -> float:
     """The temperature T (within `bounds`) minimising the NLL of softmax(logits / T):
     temperature scaling (Guo et al. 2017), golden-section search on log T (the NLL is convex in
-    1 / T). One scalar, so it changes confidences, never which class is predicted."""
+    1 / T). One scalar, so it changes confidences, never which class is predicted. Rows labelled
+    `NO_SHAPE` (shape-free images, target uniform) keep T from sharpening without bound when
+    every shape is already right: the confidence on "no shape" has to stay low too."""
     if len(logits) == 0:
         return 1.0
     lo, hi = np.log(bounds[0]), np.log(bounds[1])

@@ -37,7 +37,7 @@ DEFAULT_DEVICE_OPS = ("flip_lr|rot90"
                       "|brightness_contrast(0.25, 0.3, p=0.5)|hsv(25, 40, 20, p=0.4)"
                       "|gray(p=0.1)|invert(p=0.1)|blur((0.3, 1.5), p=0.2)"
                       "|noise((0.02, 0.08), p=0.2)")
-_EVAL_STREAM_ID = {"val": 1001, "test": 1002}  # apart from the dataset writer's (seed, label, i)
+_EVAL_STREAM_ID = {"val": 1001, "test": 1002, "no_shape": 1003}  # apart from the dataset writer's (seed, label, i)
 Batch = dict[str, np.ndarray]
 
 
@@ -230,4 +230,22 @@ def eval_split(config: ml_collections.ConfigDict, split: str, seed: int = 0) -> 
         shape = render_shape(rng, size, i % 10, size_range=tuple(config.size_range),
                              effects=bool(config.effects))
         samples.append((shape.image, shape.label))
+    return stack_samples(samples)
+
+
+def no_shape_split(config: ml_collections.ConfigDict, seed: int = 0) -> Batch:
+    """A fixed set of shape-free images {'image', 'label' = NO_SHAPE} (one fifth of `eval_size`,
+    drawn as training draws them) for the temperature fit: with them, calibration has to keep
+    "no shape" unconfident as well as the shapes right. Empty when the config trains on no
+    shape-free images (`no_shape_fraction` 0)."""
+    check_data_config(config)
+    size = int(config.img_size)
+    count = int(config.eval_size) // 5 if float(config.get("no_shape_fraction", 0.0)) > 0 else 0
+    samples = []
+    for i in range(count):
+        rng = np.random.default_rng([seed, _EVAL_STREAM_ID["no_shape"], i])
+        blank = render_no_shape(rng, size, effects=bool(config.effects))
+        samples.append((blank.image, blank.label))
+    if not samples:
+        return {"image": np.zeros((0, size, size, 3), np.uint8), "label": np.zeros(0, np.int32)}
     return stack_samples(samples)

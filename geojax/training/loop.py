@@ -27,7 +27,7 @@ from etils import epath
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from geojax import CLASSES
+from geojax import CLASSES, NO_SHAPE
 from geojax.core import metrics
 from geojax.data import pipeline
 from geojax.training import throughput
@@ -74,10 +74,16 @@ def early_stopping(
     return progress
 
 
-def calibrate(workdir: str, step: int, val_logits: np.ndarray, val_labels: np.ndarray
-              ) -> float:
-    """Fits and records the temperature of checkpoint `step` on the validation split."""
-    temperature = metrics.fit_temperature(val_logits, val_labels)
+def calibrate(workdir: str, step: int, val_logits: np.ndarray, val_labels: np.ndarray,
+              no_shape_logits: np.ndarray | None = None) -> float:
+    """Fits and records the temperature of checkpoint `step` on the validation split and, where
+    given, shape-free images (target uniform; `pipeline.no_shape_split`)."""
+    if no_shape_logits is not None and len(no_shape_logits):
+        temperature = metrics.fit_temperature(
+            np.concatenate([val_logits, no_shape_logits]),
+            np.concatenate([val_labels, np.full(len(no_shape_logits), NO_SHAPE)]))
+    else:
+        temperature = metrics.fit_temperature(val_logits, val_labels)
     values = {
         "val_ece_before": metrics.expected_calibration_error(
             metrics.softmax(val_logits), val_labels),
@@ -86,6 +92,9 @@ def calibrate(workdir: str, step: int, val_logits: np.ndarray, val_labels: np.nd
         "val_nll_before": metrics.negative_log_likelihood(val_logits, val_labels),
         "val_nll_after": metrics.negative_log_likelihood(val_logits, val_labels, temperature),
     }
+    if no_shape_logits is not None and len(no_shape_logits):
+        values["no_shape_max_confidence_after"] = float(
+            metrics.softmax(no_shape_logits / temperature).max())
     if jax.process_index() == 0:
         write_calibration(workdir, step, temperature, values)
     logging.info("Calibrated checkpoint %d: temperature %.3f, validation ECE %.4f -> %.4f",
@@ -398,9 +407,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if best_step is not None and best_step != int(state.step):
         state, _ = restore_checkpoint(manager, state, best_step)
     best_path = str(manager.directory / str(best_step)) if best_step is not None else ""
-    # Temperature scaling on the validation split: confidences that mean what they say.
+    # Temperature scaling on the validation split and shape-free images: confidences that mean
+    # what they say, on shapes and on "no shape" alike.
     val_logits = predict(p_predict, state, val_split["image"], mesh, eval_batch_size)
-    temperature = calibrate(workdir, int(state.step), val_logits, np.asarray(val_split["label"]))
+    no_shape = pipeline.no_shape_split(config.data)
+    no_shape_logits = (predict(p_predict, state, no_shape["image"], mesh, eval_batch_size)
+                       if len(no_shape["image"]) else None)
+    temperature = calibrate(workdir, int(state.step), val_logits, np.asarray(val_split["label"]),
+                            no_shape_logits)
     test_split = pipeline.eval_split(config.data, "test")
     test_metrics, test_logits = evaluate_split(p_predict, state, test_split, mesh, eval_batch_size)
     writer.write_scalars(int(state.step), {f"test_{k}": v for k, v in test_metrics.items()})

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from geojax import CLASSES
+from geojax import CLASSES, NO_SHAPE, SHAPE_THRESHOLD
 from geojax.core import metrics
 from geojax.evaluation.report import breakdown, evaluate_folder
 from geojax.training.checkpoints import CheckpointError
@@ -211,3 +211,40 @@ def test_evaluate_reports_calibration_size_bands_and_shape_free_images(trained_w
     assert set(report["by_style"]) == {"solid", "dashed"}
     assert report["no_shape"]["n"] == 3
     assert 0 <= report["no_shape"]["named_a_shape"] <= 3
+
+
+def test_shape_free_images_keep_the_temperature_from_sharpening_without_bound():
+    """Every shape right (as with the 8-view average on an easy validation split): the NLL of
+    shapes alone falls as T -> 0, so the fit ran to its bound (0.05) and a shape-free image's
+    weak preference became a confident shape. Shape-free rows (NO_SHAPE, target uniform) hold
+    T where "no shape" stays unconfident."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    shapes = rng.normal(0, 1, (500, 10))
+    shapes[np.arange(500), labels] += 8.0  # all right
+    blanks = rng.normal(0, 0.5, (100, 10))  # trained toward uniform: no class stands out
+    alone = metrics.fit_temperature(shapes, labels)
+    both = metrics.fit_temperature(np.concatenate([shapes, blanks]),
+                                   np.concatenate([labels, np.full(100, NO_SHAPE)]))
+    assert alone < 0.1  # the degenerate fit
+    assert both > 0.5
+    assert metrics.softmax(blanks / both).max() < SHAPE_THRESHOLD
+    assert metrics.softmax(blanks / alone).max() > SHAPE_THRESHOLD
+    # The uniform target's loss is the mean of -log p over the classes.
+    uniform = np.zeros((1, 10))
+    assert metrics.negative_log_likelihood(uniform, np.array([NO_SHAPE])) == pytest.approx(
+        np.log(10))
+
+
+def test_no_shape_split_is_fixed_shape_free_and_sized_from_eval_size():
+    from geojax.data import default_data_config
+    from geojax.data.pipeline import no_shape_split
+
+    config = default_data_config()
+    config.update(img_size=32, eval_size=50, no_shape_fraction=0.15)
+    first, again = no_shape_split(config), no_shape_split(config)
+    assert first["image"].shape == (10, 32, 32, 3) and first["image"].dtype == np.uint8
+    assert (first["label"] == NO_SHAPE).all()
+    np.testing.assert_array_equal(first["image"], again["image"])
+    config.no_shape_fraction = 0.0
+    assert len(no_shape_split(config)["image"]) == 0
