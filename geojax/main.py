@@ -35,10 +35,9 @@ _DRY_RUN = flags.DEFINE_bool(
     "configured devices without running it; print parameters, FLOPs per image and step and the "
     "compiled step's memory per device, then exit (nothing is written to --workdir).")
 flags.mark_flags_as_required(["config", "workdir"])
-# INFO lines the console keeps without --verbose: geojax's own, clu's metric writer (the
-# metrics) and clu's progress report (steps/s, percent done, ETA).
-_OWN_INFO = (f"{os.sep}geojax{os.sep}", f"{os.sep}clu{os.sep}metric_writers{os.sep}",
-             f"{os.sep}clu{os.sep}platform{os.sep}")
+# INFO lines the console keeps without --verbose: geojax's own (the progress, evaluation and
+# checkpoint lines of geojax.training.console among them).
+_OWN_INFO = (f"{os.sep}geojax{os.sep}",)
 
 
 class _OwnInfoOnly(logging.Filter):

@@ -44,6 +44,7 @@ from geojax.training.config import (
     nonfinite_message,
     profile_window,
 )
+from geojax.training.console import TrainingConsole
 from geojax.training.state import TrainState, initialize_distributed
 from geojax.training.steps import create_training, evaluate_split, global_batches, predict
 from geojax.training.workdir import append_history, read_history, write_calibration, write_config
@@ -108,7 +109,8 @@ def calibrate(workdir: str, step: int, val_logits: np.ndarray, val_labels: np.nd
 
 
 def create_writer(workdir: str) -> Any:
-    """A clu MetricWriter: TensorBoard + console on process 0, console only elsewhere."""
+    """A clu MetricWriter: TensorBoard on process 0, nothing elsewhere. The console has its own
+    lines (`geojax.training.console`), not a dump of every scalar."""
     # Imported here, not at the top: clu's writers import TensorFlow, which a dry run does not
     # need.
     from clu import metric_writers
@@ -117,9 +119,8 @@ def create_writer(workdir: str) -> Any:
     tf = sys.modules.get("tensorflow")
     if tf is not None and tf.config.get_visible_devices("GPU"):
         tf.config.set_visible_devices([], "GPU")
-    return metric_writers.create_default_writer(
-        workdir, just_logging=jax.process_index() > 0, asynchronous=True
-    )
+    writers = [metric_writers.SummaryWriter(workdir)] if jax.process_index() == 0 else []
+    return metric_writers.AsyncMultiWriter(writers)
 
 
 def _wandb_mode(requested: str) -> Literal["online", "offline", "disabled"]:
@@ -308,7 +309,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     pending_nonfinite: list[tuple[int, jax.Array]] = []
     nonfinite_streak: list[int] = []  # the steps of the current run of non-finite steps
     stop = StopRequest()
-    logging.info("Training steps %d..%d on %d devices.", start_step, config.total_steps, num_devices)
+    logging.info("Training %s at %d px, steps %d..%d, batch %d on %d device(s); workdir %s",
+                 config.model.name, config.data.img_size, start_step, config.total_steps,
+                 config.batch_size, num_devices, workdir)
+    console = TrainingConsole(start_step, config.total_steps)
     with metric_writers.ensure_flushes(writer), stream, stop:
         # Compiled once, ahead of the loop: XLA's cost analysis gives the step's FLOPs.
         first = next(batches)
@@ -364,6 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 log_wandb(wandb_run, step, summary)
                 if jax.process_index() == 0:
                     append_history(workdir, step, "train", summary)
+                console.progress(step, summary["train_loss"], summary["train_accuracy"])
                 train_metrics = None
 
             val_metrics = None
@@ -381,9 +386,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     progress, step, val_metrics["accuracy"], patience_steps,
                     config.early_stopping_min_delta,
                 )
+                console.evaluation(step, "validation", val_metrics)
 
             if step % config.checkpoint_every_steps == 0 or val_metrics is not None or last:
                 save_checkpoint(manager, state, progress, val_metrics)
+                console.checkpoint(step, str(manager.directory / str(step)),
+                                   val_metrics is not None and progress["best_step"] == step)
             if log_now:
                 speed.restart()  # the next interval's rates leave evaluation and saving out
             if progress["stopped_early"]:
