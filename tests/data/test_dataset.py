@@ -97,7 +97,9 @@ def test_scenes_cli_writes_coco(tmp_path, capsys):
 
 
 def test_cli_rejects_bad_values(tmp_path, capsys):
-    assert data_cli(["generate", "--out", str(tmp_path), "--per_class", "-1"]) == 2
-    assert "per_class must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        data_cli(["generate", "--out", str(tmp_path), "--per_class", "-1"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith("geojax.data: per_class must be a positive integer")
     with pytest.raises(SystemExit):
         data_cli(["generate", "--out", str(tmp_path), "--img_size", "big"])
