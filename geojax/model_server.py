@@ -6,10 +6,10 @@
     python -m geojax.model_server --model_name=geojax --model_base_path=export/geojax
 
 It takes TF Serving's flags (`geojax.tfserving.config`) and serves until stopped
-(`geojax.tfserving.server`). A server that cannot start for a reason TF Serving reports (a bad
-config file, no model path, a model that does not load) logs TF Serving's "Failed to start
-server. Error: ..." and exits 1; a gRPC port that cannot be bound exits 2 with
-`geojax.model_server: ...` on stderr.
+(`geojax.tfserving.server`). A server that cannot start (a bad config file, no model path, a
+model that does not load, a port that cannot be bound) prints `geojax.model_server: failed to
+start: CODE: reason` on stderr and exits 2, as every geojax command does with a user's mistake
+(TF Serving's binary logs "Failed to start server" and exits 1).
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from geojax.core.errors import user_errors
+from geojax.core.errors import exit_with, user_errors
 from geojax.tfserving.config import build_parser
 from geojax.tfserving.server import serve
 from geojax.tfserving.status import ServingError, code_name
 
 PROG = "geojax.model_server"
 
-log = logging.getLogger(PROG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,11 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with user_errors(PROG, OSError):
         try:
             return serve(args)
-        except ServingError as err:  # TF Serving's own startup failure: its log line, exit 1
+        except ServingError as err:  # what TF Serving reports as "Failed to start server"
             cause = f" ({err.__cause__})" if err.__cause__ is not None else ""
-            log.error("Failed to start server. Error: %s: %s%s", code_name(err.code),
-                      err.message, cause)
-            return 1
+            exit_with(PROG, f"failed to start: {code_name(err.code)}: {err.message}{cause}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Every command ends a user's mistake the same way: one line `geojax.<command>: message` on
-stderr, exit status 2, no traceback (`geojax.core.errors.user_errors`). The model server is the
-exception by design: it stands in for TF Serving's binary and fails start-up as that does."""
+stderr, exit status 2, no traceback (`geojax.core.errors.user_errors`)."""
 
 import os
 import subprocess
@@ -21,6 +20,8 @@ from tests.train_setup import REPO
     ("geojax.sweep", ["{tmp}/none.yaml"], {}, "none.yaml"),
     ("geojax.data", ["generate", "--out", "/dev/null/x", "--per_class", "1"], {}, "/dev/null/x"),
     ("geojax.proxy", [], {"GEOJAX_ROLLOUT": "split:150"}, "GEOJAX_ROLLOUT"),
+    ("geojax.model_server", ["--port", "0", "--model_config_file", "{tmp}/none.config"], {},
+     "none.config"),
 ])
 def test_a_user_error_is_one_line_naming_the_command_and_exit_2(tmp_path, command, args, env,
                                                                  says):

@@ -531,7 +531,8 @@ def test_a_bad_monitoring_config_fails_startup_naming_the_file(tmp_path, text, r
          "--rest_api_port", str(free_port()), "--model_base_path", str(tmp_path / "none"),
          "--monitoring_config_file", str(config)],
         capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
+    assert result.returncode == 2
+    assert "geojax.model_server: failed to start: INVALID_ARGUMENT:" in result.stderr
     assert f"Invalid protobuf file: '{config}'" in result.stderr
     assert reason in result.stderr
 
