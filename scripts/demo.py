@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -30,6 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "demo"
 BASE = OUT / "models" / "geojax"
 CONFIG_FILE = OUT / "models.config"
+
+
+def exported_version(output: str) -> str:
+    """The version number `geojax.export` reports ("geojax version 3, labelled development")."""
+    match = re.search(r"\bversion (\d+)\b", output)
+    if match is None:
+        raise SystemExit(f"demo: geojax.export did not report a version:\n{output}")
+    return match.group(1)
 
 
 def run(*args: str) -> str:
@@ -84,7 +93,7 @@ def main() -> None:
                 str(CONFIG_FILE)]
     exported = run("-m", "geojax.export", "--workdir", str(OUT / "quick"), "--base_path",
                    str(BASE), "--config_file", str(CONFIG_FILE))
-    version = exported.split(" version ")[1].split()[0]
+    version = exported_version(exported)
     run(*registry, "promote", version, "--to", "staging")
     run(*registry, "promote", version, "--to", "production")
     run(*registry, "list")

@@ -11,6 +11,7 @@ from geojax.export import main
 from geojax.release.export import PARITY_TOLERANCE, export_workdir
 from geojax.training.loop import train_and_evaluate
 from geojax.training.workdir import write_calibration
+from scripts.demo import exported_version
 from tests.train_setup import load_config
 
 
@@ -21,13 +22,16 @@ def workdir(tmp_path_factory):
     return path
 
 
-def test_exports_count_up_with_metadata_and_config(workdir, tmp_path):
+def test_exports_count_up_with_metadata_and_config(workdir, tmp_path, capsys):
     from google.protobuf import text_format
 
     base, config_file = tmp_path / "geojax", tmp_path / "models.config"
     assert export_workdir(str(workdir), str(base), str(config_file)) == 1
+    capsys.readouterr()
     assert main(["--workdir", str(workdir), "--base_path", str(base),
                  "--config_file", str(config_file)]) == 0
+    # `make demo` promotes the version the command reports.
+    assert exported_version(capsys.readouterr().out) == "2"
     assert sorted(p.name for p in base.iterdir() if p.name.isdigit()) == ["1", "2"]
     meta = json.loads((base / "2" / "metadata.json").read_text())
     assert 0 <= meta["parity"] <= PARITY_TOLERANCE
