@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -28,6 +29,16 @@ def native_stderr_silenced() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def import_tensorflow() -> Any:
+    """TensorFlow, imported on first use. It stays out of module level everywhere: it takes
+    seconds and much memory, training processes must not load it (on a GPU it would take the
+    memory JAX needs), and the proxy and the model server's flags and codecs work without it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf  # deferred: see the docstring
+
+    return tf
 
 
 def quiet_start_up(tensorflow: bool = True, jax: bool = True) -> None:

@@ -31,15 +31,7 @@ import numpy as np
 
 from geojax import SHAPE_THRESHOLD
 from geojax.core.artefact import PIXELS_SIGNATURE, SERVING_SIGNATURE, WARMUP_FILE
-
-
-def _tf():
-    # TensorFlow is imported here, not at module level: it must stay out of training processes
-    # that import geojax (on a GPU it takes the memory JAX needs).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    return tf
+from geojax.core.console import import_tensorflow
 
 
 def decode_for_model(tf: Any, data: Any, size: int) -> Any:
@@ -86,7 +78,7 @@ def export_saved_model(
     warmup_images: Sequence[bytes] = (),
 ) -> None:
     """Write a SavedModel of `apply_fn(variables, images) -> logits` to `directory`."""
-    tf = _tf()
+    tf = import_tensorflow()
     from jax.experimental import jax2tf  # deferred as TensorFlow above: it imports TF
 
     size = int(input_size)
@@ -148,7 +140,7 @@ def export_saved_model(
 def write_warmup_requests(directory: Path, size: int, images: Sequence[bytes]) -> None:
     """TF Serving replays these PredictionLogs when it loads the version, so the first user
     request does not pay for compilation: one per signature."""
-    tf = _tf()
+    tf = import_tensorflow()
     from tensorflow_serving.apis import (  # deferred: it imports all of TensorFlow
         predict_pb2,
         prediction_log_pb2,
@@ -177,7 +169,7 @@ def write_warmup_requests(directory: Path, size: int, images: Sequence[bytes]) -
 def saved_model_probabilities(directory: str | os.PathLike, images: np.ndarray,
                               signature: str = PIXELS_SIGNATURE) -> np.ndarray:
     """Run a signature of a SavedModel with TensorFlow: probabilities [N, C]."""
-    tf = _tf()
+    tf = import_tensorflow()
     loaded = tf.saved_model.load(str(directory))
     fn = loaded.signatures[signature]
     return fn(images=tf.constant(images))["probabilities"].numpy()

@@ -5,7 +5,6 @@ warm-up requests (servables/tensorflow/saved_model_warmup.cc, saved_model_warmup
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from geojax.core.artefact import WARMUP_FILE
+from geojax.core.console import import_tensorflow
 from geojax.tfserving.metrics import ServingMetrics
 from geojax.tfserving.status import (
     DATA_LOSS,
@@ -33,15 +33,6 @@ PREDICT_METHODS = ("tensorflow/serving/predict", "tensorflow/serving/classify",
                    "tensorflow/serving/regress")
 MAX_WARMUP_RECORDS = 1000
 MAX_TENSOR_BYTES = 256 * 1024 * 1024
-
-
-def import_tensorflow() -> Any:
-    """TensorFlow, imported on first use: it takes seconds and most of the server's memory, and
-    the flags, config files and JSON codec work without it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # deferred: heavy (see the docstring)
-
-    return tf
 
 
 def dtype_name(dtype_enum: int) -> str:

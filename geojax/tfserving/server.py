@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 
+from geojax.core.console import import_tensorflow
 from geojax.tfserving.api import ModelServerApi
 from geojax.tfserving.config import (
     IGNORED_FLAGS,
@@ -22,7 +23,6 @@ from geojax.tfserving.core import ServerCore, ServerOptions
 from geojax.tfserving.grpc_server import make_grpc_server
 from geojax.tfserving.metrics import prometheus_path
 from geojax.tfserving.rest_server import RestApi
-from geojax.tfserving.servable import import_tensorflow
 from geojax.tfserving.status import INVALID_ARGUMENT, ServingError
 
 log = logging.getLogger(__name__)
