@@ -79,12 +79,11 @@ def calibrate(workdir: str, step: int, val_logits: np.ndarray, val_labels: np.nd
               no_shape_logits: np.ndarray | None = None) -> float:
     """Fits and records the temperature of checkpoint `step` on the validation split and, where
     given, shape-free images (target uniform; `pipeline.no_shape_split`)."""
-    if no_shape_logits is not None and len(no_shape_logits):
-        temperature = metrics.fit_temperature(
-            np.concatenate([val_logits, no_shape_logits]),
-            np.concatenate([val_labels, np.full(len(no_shape_logits), NO_SHAPE)]))
-    else:
-        temperature = metrics.fit_temperature(val_logits, val_labels)
+    logits, labels = val_logits, val_labels
+    if no_shape_logits is not None:
+        logits = np.concatenate([val_logits, no_shape_logits])
+        labels = np.concatenate([val_labels, np.full(len(no_shape_logits), NO_SHAPE)])
+    temperature = metrics.fit_temperature(logits, labels)
     values = {
         "val_ece_before": metrics.expected_calibration_error(
             metrics.softmax(val_logits), val_labels),
@@ -93,7 +92,7 @@ def calibrate(workdir: str, step: int, val_logits: np.ndarray, val_labels: np.nd
         "val_nll_before": metrics.negative_log_likelihood(val_logits, val_labels),
         "val_nll_after": metrics.negative_log_likelihood(val_logits, val_labels, temperature),
     }
-    if no_shape_logits is not None and len(no_shape_logits):
+    if no_shape_logits is not None and len(no_shape_logits):  # max() of nothing fails
         values["no_shape_max_confidence_after"] = float(
             metrics.softmax(no_shape_logits / temperature).max())
     if jax.process_index() == 0:
