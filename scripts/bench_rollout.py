@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,14 +31,10 @@ import numpy as np
 from geojax.core.images import encode_png
 from geojax.data import compose_scene
 from geojax.release.registry import Registry
+from scripts.demo import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, log: Path) -> None:

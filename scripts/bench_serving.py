@@ -31,7 +31,6 @@ import contextlib
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,18 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from scripts.demo import wait_for
+from scripts.demo import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE = ROOT / "runs" / "demo" / "models" / "geojax"
 CROPS_PER_CALL = {"one call": 0, "calls of 64": 64, "call per crop": 1}  # GEOJAX_CROPS_PER_CALL
 MAX_REGIONS = 1024  # every sliding window is classified, as the seed did (the proxy's default: 64)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

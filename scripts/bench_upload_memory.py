@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -35,14 +34,10 @@ import httpx
 import numpy as np
 
 from geojax.core.images import encode_png
+from scripts.demo import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def status_kib(pid: int, field: str) -> int:

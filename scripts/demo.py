@@ -51,6 +51,13 @@ def run(*args: str) -> str:
     return result.stdout
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server a script starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
